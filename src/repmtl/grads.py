@@ -1,0 +1,153 @@
+"""Per-task Jacobians and Gramians, at parameter level or at representation level (SPEC §1).
+
+Every function here gets all ``T`` task gradients from **one** vectorised autograd call
+(``torch.autograd.grad(..., is_grads_batched=True)``, i.e. ``vmap`` over the backward pass)
+instead of ``T`` python-loop backward passes. The loop versions are kept for tests and for
+the benchmark that compares the two (``vectorize=False``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch.autograd.graph import Node
+
+__all__ = [
+    "parameter_jacobian",
+    "representation_jacobian",
+    "saliency",
+    "gramian",
+    "flatten_grads",
+    "unflatten_like",
+    "leaves_between",
+]
+
+
+def _identity_like(losses: torch.Tensor) -> torch.Tensor:
+    return torch.eye(losses.numel(), dtype=losses.dtype, device=losses.device)
+
+
+def flatten_grads(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor], rows: int) -> torch.Tensor:
+    """Concatenate per-parameter batched gradients ``(rows, *p.shape)`` into ``(rows, d)``;
+    ``None`` (a parameter the losses do not reach) becomes zeros."""
+    flat = [
+        g.reshape(rows, -1) if g is not None else p.new_zeros(rows, p.numel())
+        for g, p in zip(grads, params, strict=True)
+    ]
+    return torch.cat(flat, dim=1)
+
+
+def unflatten_like(vector: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Split a flat ``(d,)`` vector into tensors shaped like ``params``."""
+    sizes = [p.numel() for p in params]
+    if vector.numel() != sum(sizes):
+        raise ValueError(f"vector has {vector.numel()} entries, parameters hold {sum(sizes)}")
+    return [chunk.view_as(p) for chunk, p in zip(vector.split(sizes), params, strict=True)]
+
+
+def parameter_jacobian(
+    losses: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    *,
+    retain_graph: bool = True,
+    create_graph: bool = False,
+    vectorize: bool = True,
+) -> torch.Tensor:
+    """``J = [∇θ L_1 … ∇θ L_T]ᵀ`` of shape ``(T, d)`` for the stacked losses ``(T,)``."""
+    params = list(params)
+    if not params:
+        raise ValueError("parameter_jacobian needs at least one parameter")
+    num_tasks = losses.numel()
+    if vectorize:
+        grads = torch.autograd.grad(
+            losses,
+            params,
+            grad_outputs=_identity_like(losses),
+            is_grads_batched=True,
+            retain_graph=retain_graph or create_graph,
+            create_graph=create_graph,
+            allow_unused=True,
+        )
+        return flatten_grads(grads, params, num_tasks)
+    rows = []
+    for t in range(num_tasks):
+        grads = torch.autograd.grad(
+            losses[t], params, retain_graph=True, create_graph=create_graph, allow_unused=True
+        )
+        rows.append(flatten_grads(grads, params, 1))
+    return torch.cat(rows, dim=0)
+
+
+def saliency(
+    losses: torch.Tensor,
+    representation: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    create_graph: bool = False,
+    vectorize: bool = True,
+) -> torch.Tensor:
+    """Task saliency ``S_t = ∂L_t/∂Z`` stacked to ``(T, *Z.shape)`` (SPEC §1, §2.1).
+
+    ``representation`` is one tensor ``Z`` shared by all tasks, or a sequence of ``T``
+    tensors ``Z_t`` (multi-input data: ``L_t`` depends on ``Z_t`` only). In the multi-input
+    case one backward of ``Σ_t L_t`` yields every ``∂L_t/∂Z_t`` at once, since the tasks'
+    graphs are disjoint above the encoder; the ``Z_t`` must then share one shape.
+    With ``create_graph=True`` the result is differentiable (for Rep-MTL's regularisers).
+    """
+    if isinstance(representation, torch.Tensor):
+        if not vectorize:
+            rows = [
+                torch.autograd.grad(losses[t], representation, retain_graph=True, create_graph=create_graph)[0]
+                for t in range(losses.numel())
+            ]
+            return torch.stack(rows)
+        (grad,) = torch.autograd.grad(
+            losses,
+            representation,
+            grad_outputs=_identity_like(losses),
+            is_grads_batched=True,
+            retain_graph=True,
+            create_graph=create_graph,
+        )
+        return grad
+    reps = list(representation)
+    if len(reps) != losses.numel():
+        raise ValueError(f"{losses.numel()} losses but {len(reps)} representations")
+    shapes = {tuple(z.shape) for z in reps}
+    if len(shapes) != 1:
+        raise ValueError(f"per-task representations must share one shape to be stacked, got {sorted(shapes)}")
+    grads = torch.autograd.grad(losses.sum(), reps, retain_graph=True, create_graph=create_graph)
+    return torch.stack(grads)
+
+
+def representation_jacobian(saliencies: torch.Tensor) -> torch.Tensor:
+    """Batch-flattened representation-level Jacobian ``(T, B·C·H·W)`` from saliencies."""
+    return saliencies.reshape(saliencies.shape[0], -1)
+
+
+def gramian(jacobian: torch.Tensor) -> torch.Tensor:
+    """``K = J Jᵀ`` (``T×T``)."""
+    return jacobian @ jacobian.T
+
+
+def leaves_between(roots: Iterable[torch.Tensor], stop: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Leaf tensors that require grad and are reached from ``roots`` without passing through
+    the autograd nodes of ``stop`` (e.g. head parameters: reached from the losses without
+    crossing the shared representation). Order: first visit, depth first."""
+    stop_nodes = {z.grad_fn for z in stop if z.grad_fn is not None}
+    stop_leaves = {id(z) for z in stop if z.grad_fn is None}
+    seen: set[Node] = set()
+    leaves: list[torch.Tensor] = []
+    stack = [r.grad_fn for r in roots if r.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node in stop_nodes:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad nodes hold their leaf
+        if variable is not None:
+            if id(variable) not in stop_leaves:
+                leaves.append(variable)
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return leaves

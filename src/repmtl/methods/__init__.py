@@ -1,0 +1,52 @@
+"""Multi-task optimisation methods, one file each, found by name.
+
+>>> from repmtl import methods
+>>> m = methods.create("mgda")
+>>> "ew" in methods.available()
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Sequence
+
+from repmtl.methods.base import LEVELS, Method, lookup, register, registry
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base" and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def available() -> dict[str, type[Method]]:
+    """Registered methods by name (sorted)."""
+    return registry()
+
+
+def create(name: str, tasks: Sequence[str] | None = None, **hparams: object) -> Method:
+    """Instantiate a method by name with its hyper-parameters.
+
+    ``tasks`` binds the method to its task names at once; methods with learnable parameters
+    (``learnable = True``, e.g. UW) must be bound before their parameters go to an optimizer.
+    Unknown hyper-parameters raise, listing the accepted ones.
+    """
+    cls = lookup(name)
+    accepted = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    unknown = sorted(set(hparams) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"method {cls.name!r} got unknown hyper-parameters {unknown}; it accepts {accepted or 'none'}"
+        )
+    method = cls(**hparams)
+    if tasks is not None:
+        method.bind(tasks)
+    return method
+
+
+__all__ = ["LEVELS", "Method", "available", "create", "lookup", "register"]

@@ -1,0 +1,36 @@
+"""AvgNorm: scale every task gradient to the norm of the summed gradient.
+
+Seed 002 (imbalance study), Eq. 6: ``w_i = ‖Σ_j ∇θ L_j‖ / ‖∇θ L_i‖`` with ``θ`` the last shared
+layer (the paper: "the gradient of the last layer of the shared backbone can be sufficient").
+From the Gramian: ``w_i = sqrt(1ᵀK1 / K_ii)``. ``scope="all"`` uses every shared parameter.
+
+Degenerate cases (documented rule): a task with a zero gradient gets weight 1 (its weight does
+not change the shared update); if the summed gradient is zero, every weight is 0 as Eq. 6 says.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from repmtl.methods.base import Method, Scope, register
+
+
+@register
+class AvgNorm(Method):
+    name = "avgnorm"
+    needs = "gramian"
+    scope = "last_layer"
+    description = "Weights ||sum_j g_j|| / ||g_i||: equalise task gradient norms (last shared layer)"
+    reference = "Seed 002 (imbalance study), Eq. 6"
+
+    def __init__(self, scope: Scope = "last_layer") -> None:
+        super().__init__()
+        if scope not in ("all", "last_layer"):
+            raise ValueError(f"scope must be 'all' or 'last_layer', got {scope!r}")
+        self.scope = scope  # instance attribute shadows the class default read by backward()
+
+    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+        diag = torch.diagonal(gramian)
+        total = gramian.sum().clamp_min(0.0)
+        safe_diag = torch.where(diag > 0, diag, torch.ones_like(diag))
+        return torch.where(diag > 0, torch.sqrt(total / safe_diag), torch.ones_like(diag))

@@ -1,0 +1,146 @@
+"""The method protocol and the registry (DESIGN.md "Contracts").
+
+A method turns what it ``needs`` into the update of the shared parameters:
+
+* ``needs = "losses"``: ``weights(None, losses) -> α`` (loss scaling).
+* ``needs = "gramian"``: ``weights(K, losses) -> α`` from the ``T×T`` Gramian ``K = J Jᵀ``;
+  the shared update is ``Jᵀα``, applied by one backward of ``Σ α_t L_t``.
+* ``needs = "jacobian"``: ``direction(J, losses, segments) -> d``, a combined direction in
+  the Jacobian's column space (``d`` entries at parameter level, one per representation entry
+  at representation level).
+
+Heads receive ``α_t ∇L_t`` when the method defines weights and ``weights_heads`` is true,
+otherwise their plain task gradient. Every piece of state lives in buffers, parameters or
+``get_extra_state`` so that ``state_dict()`` resumes a run exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+Need = Literal["losses", "gramian", "jacobian"]
+Level = Literal["parameters", "representation"]
+Scope = Literal["all", "last_layer"]
+LEVELS: tuple[Level, ...] = ("parameters", "representation")
+
+
+class Method(nn.Module):
+    """Base class of every multi-task optimisation method.
+
+    Subclasses set the class attributes and implement ``weights`` or ``direction``.
+    ``setup(num_tasks)`` runs once when the method first meets its tasks (``bind``); create
+    buffers and learnable parameters there.
+    """
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[Need] = "losses"
+    levels: ClassVar[tuple[Level, ...]] = LEVELS
+    #: which shared parameters the parameter-level Jacobian/Gramian is taken over
+    scope: ClassVar[Scope] = "all"
+    #: heads get α_t ∇L_t (True) or their plain task gradient (False)
+    weights_heads: ClassVar[bool] = True
+    #: the method learns parameters that an optimizer must update (e.g. UW's log-variances)
+    learnable: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.task_names: tuple[str, ...] | None = None
+        #: what the last call wants logged (solver fallbacks, step sizes, ...); tensors allowed
+        self.info: dict[str, object] = {}
+
+    @property
+    def num_tasks(self) -> int:
+        if self.task_names is None:
+            raise RuntimeError(f"method {self.name!r} is not bound to tasks yet; call bind(task_names)")
+        return len(self.task_names)
+
+    def bind(self, task_names: Sequence[str]) -> Method:
+        """Attach the method to its tasks (idempotent for the same tasks)."""
+        names = tuple(task_names)
+        if self.task_names is None:
+            if not names:
+                raise ValueError("a method needs at least one task")
+            self.task_names = names
+            self.setup(len(names))
+        elif names != self.task_names:
+            raise ValueError(
+                f"method {self.name!r} was bound to tasks {list(self.task_names)}, got {list(names)}"
+            )
+        return self
+
+    def setup(self, num_tasks: int) -> None:
+        """Create per-task state. Default: nothing."""
+
+    def check_level(self, level: str) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"unknown level {level!r}; choose one of {list(LEVELS)}")
+        if self.needs != "losses" and level not in self.levels:
+            raise ValueError(
+                f"method {self.name!r} is undefined at level {level!r}; it supports {list(self.levels)}"
+            )
+
+    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+        """Task weights ``α`` (``T``) from the Gramian and/or the (detached) losses."""
+        raise NotImplementedError(f"method {self.name!r} does not define weights()")
+
+    def direction(
+        self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Combined update direction from the ``T×n`` Jacobian. ``segments`` lists the sizes of
+        the parameter tensors that make up the columns (parameter level only)."""
+        raise NotImplementedError(f"method {self.name!r} does not define direction()")
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """A term added to the objective for the method's own learnable parameters."""
+        return None
+
+    def end_epoch(self) -> None:
+        """Called after each training epoch (by the trainer, or by a custom loop)."""
+
+    def get_extra_state(self) -> dict:
+        return {"task_names": self.task_names}
+
+    def set_extra_state(self, state: dict) -> None:
+        names = state.get("task_names")
+        if names is not None and self.task_names is not None and tuple(names) != self.task_names:
+            raise ValueError(
+                f"checkpoint of method {self.name!r} is for tasks {list(names)}, not {list(self.task_names)}"
+            )
+        if names is not None and self.task_names is None:
+            self.bind(names)
+
+    def extra_repr(self) -> str:
+        return f"needs={self.needs}, tasks={self.task_names}"
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"two methods named {cls.name!r}")
+    if cls.needs not in ("losses", "gramian", "jacobian"):
+        raise ValueError(f"{cls.__qualname__}.needs must be losses, gramian or jacobian")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Method]]:
+    return dict(sorted(_REGISTRY.items()))
+
+
+def lookup(name: str) -> type[Method]:
+    key = name.lower().replace("_", "-")
+    if key not in _REGISTRY:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[key]
+

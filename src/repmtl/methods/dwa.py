@@ -1,0 +1,59 @@
+"""Dynamic weight average (DWA).
+
+Liu, Johns, Davison, "End-to-End Multi-Task Learning with Attention", CVPR 2019, Eq. 7:
+``w_k(t) = T exp(r_k(t−1)/τ) / Σ_i exp(r_i(t−1)/τ)`` with ``r_k(t−1) = L_k(t−1)/L_k(t−2)``,
+``L_k`` the mean training loss of an epoch, ``τ = 2``; ``w = 1`` for the first two epochs.
+The method averages the losses it sees; call ``end_epoch()`` after each epoch (the trainer does).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from repmtl.methods.base import Method, register
+
+
+@register
+class DynamicWeightAverage(Method):
+    name = "dwa"
+    needs = "losses"
+    description = "Dynamic weight average: weights from the ratio of the last two epoch losses"
+    reference = "Liu et al., MTAN, CVPR 2019, Eq. 7"
+
+    def __init__(self, temperature: float = 2.0) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+
+    def setup(self, num_tasks: int) -> None:
+        self.register_buffer("running_sum", torch.zeros(num_tasks, dtype=torch.float64))
+        self.running_count = 0
+        self.register_buffer("history", torch.zeros(2, num_tasks, dtype=torch.float64))  # [t-2, t-1]
+        self.epochs_seen = 0  # a python int (saved in extra state): no host sync per step
+
+    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+        self.running_sum = self.running_sum.to(losses.device) + losses.to(torch.float64)
+        self.running_count += 1
+        if self.epochs_seen < 2:
+            return torch.ones_like(losses)
+        ratio = self.history[1] / self.history[0].clamp_min(torch.finfo(torch.float64).tiny)
+        w = self.num_tasks * torch.softmax(ratio / self.temperature, dim=0)
+        return w.to(device=losses.device, dtype=losses.dtype)
+
+    def end_epoch(self) -> None:
+        if self.running_count == 0:
+            return
+        mean = self.running_sum / self.running_count
+        self.history = torch.stack([self.history[1].to(mean.device), mean])
+        self.running_sum = torch.zeros_like(self.running_sum)
+        self.running_count = 0
+        self.epochs_seen += 1
+
+    def get_extra_state(self) -> dict:
+        return {**super().get_extra_state(), "epochs_seen": self.epochs_seen, "running_count": self.running_count}
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.epochs_seen = int(state["epochs_seen"])
+        self.running_count = int(state["running_count"])
