@@ -19,6 +19,7 @@ from repmtl.methods.base import Method, Scope, register
 class AvgNorm(Method):
     name = "avgnorm"
     needs = "gramian"
+    family = "loss scaling"
     scope = "last_layer"
     description = "Weights ||sum_j g_j|| / ||g_i||: equalise task gradient norms (last shared layer)"
     reference = "Seed 002 (imbalance study), Eq. 6"

@@ -39,12 +39,16 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     needs: ClassVar[Need] = "losses"
     levels: ClassVar[tuple[Level, ...]] = LEVELS
+    #: the level the trainer uses when the user gives none (e.g. "representation" for MGDA-UB)
+    default_level: ClassVar[Level] = "parameters"
     #: which shared parameters the parameter-level Jacobian/Gramian is taken over
     scope: ClassVar[Scope] = "all"
     #: heads get α_t ∇L_t (True) or their plain task gradient (False)
     weights_heads: ClassVar[bool] = True
     #: the method learns parameters that an optimizer must update (e.g. UW's log-variances)
     learnable: ClassVar[bool] = False
+    #: "loss scaling", "gradient manipulation", "hybrid", "random gradient" (SPEC §3)
+    family: ClassVar[str] = ""
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
 
@@ -128,6 +132,8 @@ def register(cls: type[Method]) -> type[Method]:
         raise ValueError(f"{cls.__qualname__} has no name")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"two methods named {cls.name!r}")
+    if cls.family not in ("loss scaling", "gradient manipulation", "hybrid", "random gradient"):
+        raise ValueError(f"{cls.__qualname__}.family must be one of SPEC §3's families, got {cls.family!r}")
     if cls.needs not in ("losses", "gramian", "jacobian"):
         raise ValueError(f"{cls.__qualname__}.needs must be losses, gramian or jacobian")
     _REGISTRY[cls.name] = cls

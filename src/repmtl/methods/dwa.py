@@ -17,6 +17,7 @@ from repmtl.methods.base import Method, register
 class DynamicWeightAverage(Method):
     name = "dwa"
     needs = "losses"
+    family = "loss scaling"
     description = "Dynamic weight average: weights from the ratio of the last two epoch losses"
     reference = "Liu et al., MTAN, CVPR 2019, Eq. 7"
 

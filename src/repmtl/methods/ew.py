@@ -11,6 +11,7 @@ from repmtl.methods.base import Method, register
 class EqualWeighting(Method):
     name = "ew"
     needs = "losses"
+    family = "loss scaling"
     description = "Equal weighting: the plain sum of task losses"
     reference = "Baseline used throughout the MTL literature (e.g. Rep-MTL, ICCV 2025, Tab. 1)"
 

@@ -16,6 +16,7 @@ from repmtl.methods.base import Method, register
 class GeometricLossStrategy(Method):
     name = "gls"
     needs = "losses"
+    family = "loss scaling"
     description = "Geometric mean of task losses (needs positive losses)"
     reference = "Chennupati et al., MultiNet++, CVPRW 2019"
 

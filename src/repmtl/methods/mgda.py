@@ -30,6 +30,7 @@ Normalization = Literal["none", "l2", "loss", "loss+"]
 class MGDA(Method):
     name = "mgda"
     needs = "gramian"
+    family = "gradient manipulation"
     description = "Min-norm convex combination of task gradients (Frank-Wolfe); MGDA-UB at representation level"
     reference = "Sener & Koltun, NeurIPS 2018, Eq. 3 / Eq. 7"
 

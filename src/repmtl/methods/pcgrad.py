@@ -25,6 +25,7 @@ from repmtl.methods.base import Method, register
 class PCGrad(Method):
     name = "pcgrad"
     needs = "gramian"
+    family = "gradient manipulation"
     weights_heads = False
     description = "Gradient surgery: project conflicting task gradients onto each other's normal plane"
     reference = "Yu et al., NeurIPS 2020, Alg. 1"

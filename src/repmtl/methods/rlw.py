@@ -16,6 +16,7 @@ from repmtl.methods.base import Method, register
 class RandomLossWeighting(Method):
     name = "rlw"
     needs = "losses"
+    family = "loss scaling"
     description = "Random loss weights softmax(N(0, I)) drawn every step"
     reference = "Lin et al., Reasonable Effectiveness of Random Weighting, TMLR 2022"
 

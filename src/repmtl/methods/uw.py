@@ -18,6 +18,7 @@ from repmtl.methods.base import Method, register
 class UncertaintyWeighting(Method):
     name = "uw"
     needs = "losses"
+    family = "loss scaling"
     learnable = True
     description = "Uncertainty weighting: learned log-variances s_t, weights exp(-s_t)/2"
     reference = "Kendall et al., CVPR 2018, Eq. 7"

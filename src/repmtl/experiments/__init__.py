@@ -1,0 +1,1 @@
+"""Benchmark presets, reports and comparisons built on the trainer."""

@@ -1,0 +1,104 @@
+"""Benchmark presets: data, tasks, network and the paper's training settings, by name.
+
+A preset module (``data/<name>.py`` or here) calls :func:`register_benchmark` with a
+:class:`Benchmark`. The trainer and the CLI only use this interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from repmtl.model import MultiTaskModel
+from repmtl.tasks import Task
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train / validation (model selection) / test data.
+
+    Single-input benchmarks: each split is one ``Dataset`` yielding ``(input, {task: target})``.
+    Multi-input benchmarks: each split is a mapping ``task -> Dataset`` yielding
+    ``(input, target)`` for that task.
+    """
+
+    train: Dataset | Mapping[str, Dataset]
+    val: Dataset | Mapping[str, Dataset]
+    test: Dataset | Mapping[str, Dataset]
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """The paper's optimisation settings for a benchmark (all overridable from the CLI)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | sgd
+    #: StepLR: multiply the lr by ``lr_gamma`` every ``lr_step`` epochs (None: constant lr)
+    lr_step: int | None = None
+    lr_gamma: float = 0.5
+    eval_batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Options a user may pass when building a benchmark."""
+
+    data_root: Path | None = None
+    encoder: str | None = None
+    seed: int = 0
+    pretrained: Path | None = None  # local weights file for the encoder (never downloaded)
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A named benchmark: how to build its tasks, data and network."""
+
+    name: str
+    description: str
+    tasks: Callable[[BuildOptions], list[Task]]
+    splits: Callable[[BuildOptions], Splits]
+    model: Callable[[BuildOptions, list[Task]], MultiTaskModel]
+    defaults: TrainDefaults
+    multi_input: bool = False
+    needs_data_root: bool = False
+    encoders: tuple[str, ...] = ()
+
+
+_BENCHMARKS: dict[str, Benchmark] = {}
+
+
+def register_benchmark(benchmark: Benchmark) -> Benchmark:
+    if benchmark.name in _BENCHMARKS:
+        raise ValueError(f"benchmark {benchmark.name!r} registered twice")
+    _BENCHMARKS[benchmark.name] = benchmark
+    return benchmark
+
+
+def _load_presets() -> None:
+    import importlib
+    import pkgutil
+
+    import repmtl.data as data_package
+
+    for module in pkgutil.iter_modules(data_package.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"repmtl.data.{module.name}")
+
+
+def available_benchmarks() -> dict[str, Benchmark]:
+    _load_presets()
+    return dict(sorted(_BENCHMARKS.items()))
+
+
+def get_benchmark(name: str) -> Benchmark:
+    benchmarks = available_benchmarks()
+    if name not in benchmarks:
+        raise KeyError(f"unknown benchmark {name!r}; available: {', '.join(benchmarks)}")
+    return benchmarks[name]
