@@ -53,7 +53,7 @@ def backward(
     method: Method | str = "ew",
     level: Level = "parameters",
     regularizers: Sequence[Regularizer] = (),
-    loss_transform: LossTransform = "none",
+    loss_transform: LossTransform | None = None,
     eps: float = 1e-8,
     check_finite: bool = True,
     keep_saliency: bool = False,
@@ -73,15 +73,18 @@ def backward(
         regularizers: penalties added to the objective (e.g. Rep-MTL's TSR and CSA).
         loss_transform: ``"log"`` uses ``log(L_t + eps)`` as the task terms (DB-MTL, IMTL,
             Nash-MTL, Rep-MTL); saliencies are then taken of the transformed terms.
+            ``None``: the method's own ``loss_transform`` (``"none"`` for most).
         check_finite: raise, naming the task, on a non-finite loss (one host sync per call).
         keep_saliency: return ``S`` in the record (for diagnostics).
     """
     names, raw = _stack_losses(losses)
+    method = _resolve_method(method, names)
+    if loss_transform is None:
+        loss_transform = method.loss_transform
     task_losses = _transform(raw, loss_transform, eps)
     if check_finite:
         _check_finite(names, raw, task_losses, loss_transform)
 
-    method = _resolve_method(method, names)
     method.check_level(level)
     reps, reps_arg = _representations(representation, names)
 

@@ -45,6 +45,9 @@ class Method(nn.Module):
     scope: ClassVar[Scope] = "all"
     #: heads get α_t ∇L_t (True) or their plain task gradient (False)
     weights_heads: ClassVar[bool] = True
+    #: the loss transform the method's paper prescribes ("log" for DB-MTL); used by
+    #: ``backward`` when the caller does not choose one
+    loss_transform: ClassVar[Literal["none", "log"]] = "none"
     #: the method learns parameters that an optimizer must update (e.g. UW's log-variances)
     learnable: ClassVar[bool] = False
     #: "loss scaling", "gradient manipulation", "hybrid", "random gradient" (SPEC §3)
