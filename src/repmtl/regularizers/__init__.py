@@ -1,5 +1,33 @@
-"""Regularizers of the multi-task objective (Rep-MTL's TSR/CSA, CosReg)."""
+"""Regularizers of the multi-task objective (Rep-MTL's TSR/CSA, CosReg), found by name."""
 
-from repmtl.regularizers.base import Penalty, Regularizer
+from __future__ import annotations
 
-__all__ = ["Penalty", "Regularizer"]
+import importlib
+import inspect
+import pkgutil
+
+from repmtl.regularizers.base import Penalty, Regularizer, register_regularizer, regularizer_registry
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base" and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def available() -> dict[str, type[Regularizer]]:
+    return regularizer_registry()
+
+
+def create(name: str, **hparams: object) -> Regularizer:
+    """Instantiate a regularizer by name; unknown names or hyper-parameters raise, listing the valid ones."""
+    registry = regularizer_registry()
+    if name not in registry:
+        raise KeyError(f"unknown regularizer {name!r}; available: {', '.join(registry) or 'none'}")
+    cls = registry[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(hparams) - set(accepted))
+    if unknown:
+        raise TypeError(f"regularizer {name!r} got unknown hyper-parameters {unknown}; it accepts {accepted}")
+    return cls(**hparams)
+
+
+__all__ = ["Penalty", "Regularizer", "available", "create", "register_regularizer"]

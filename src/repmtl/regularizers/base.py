@@ -31,3 +31,18 @@ class Regularizer(nn.Module):
     def forward(self, saliency: torch.Tensor, losses: torch.Tensor) -> list[Penalty]:
         """Penalties from saliencies ``(T, B, …)`` and the task losses ``(T,)``."""
         raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Regularizer]] = {}
+
+
+def register_regularizer(cls: type[Regularizer]) -> type[Regularizer]:
+    """Class decorator adding a regularizer to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def regularizer_registry() -> dict[str, type[Regularizer]]:
+    return dict(sorted(_REGISTRY.items()))

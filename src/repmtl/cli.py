@@ -1,0 +1,126 @@
+"""The ``repmtl`` command line (typer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-task learning optimisation: train, compare, diagnose.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when they are (numbers, booleans, lists), else strings."""
+    parsed: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint=flag)
+        try:
+            parsed[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key.replace("-", "_")] = value
+    return parsed
+
+
+def _parse_diagnostics(spec: str | None) -> int | None:
+    if spec is None:
+        return None
+    key, _, value = spec.partition("=")
+    if key != "every" or not value.isdigit() or int(value) < 1:
+        raise typer.BadParameter("use every=N with N ≥ 1", param_hint="--diagnostics")
+    return int(value)
+
+
+@app.command()
+def train(
+    benchmark: Annotated[str, typer.Option(help="Benchmark preset (see `repmtl benchmarks`).")] = "multidigits",
+    method: Annotated[str, typer.Option(help="Method name (see `repmtl methods`).")] = "ew",
+    method_arg: Annotated[Optional[list[str]], typer.Option("--method-arg", help="Method hyper-parameter key=value (repeatable).")] = None,
+    level: Annotated[Optional[str], typer.Option(help="Gradient level: parameters | representation (default: the method's).")] = None,
+    regularizer: Annotated[Optional[str], typer.Option(help="Regularizer name, e.g. repmtl.")] = None,
+    regularizer_arg: Annotated[Optional[list[str]], typer.Option("--regularizer-arg", help="Regularizer hyper-parameter key=value (repeatable).")] = None,
+    loss_transform: Annotated[Optional[str], typer.Option(help="none | log (default: the method's).")] = None,
+    single_task: Annotated[Optional[str], typer.Option(help="Train one single-task baseline for this task only.")] = None,
+    seed: int = 0,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the benchmark's).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Cap on steps per epoch (smoke runs).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: the benchmark's).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: the benchmark's).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (default: the benchmark's).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder holding all runs.")] = Path("runs"),
+    name: Annotated[Optional[str], typer.Option(help="Run folder name (default: from method, level and seed).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Dataset folder (NYUv2, Cityscapes, ...).")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder, e.g. resnet50 | resnet18.")] = None,
+    pretrained: Annotated[Optional[Path], typer.Option(help="Local ImageNet weights file for the encoder.")] = None,
+    diagnostics: Annotated[Optional[str], typer.Option(help="Log imbalance diagnostics: every=N steps.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in the output folder.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start again even if the run folder holds a run.")] = False,
+    baseline: Annotated[bool, typer.Option(help="Train/reuse single-task baselines and report Δp.")] = True,
+    log_every: Annotated[int, typer.Option(help="Log every N steps.")] = 10,
+    num_workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train a multi-task run (and its single-task baselines) and print the test table."""
+    from repmtl.train.config import TrainConfig
+    from repmtl.train.experiment import results_table, run_experiment
+
+    config = TrainConfig(
+        benchmark=benchmark, method=method, method_args=_parse_assignments(method_arg, "--method-arg"),
+        level=level, regularizer=regularizer,
+        regularizer_args=_parse_assignments(regularizer_arg, "--regularizer-arg"),
+        loss_transform=loss_transform, single_task=single_task, seed=seed, epochs=epochs,
+        max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
+        out=str(out_dir), name=name, data_root=str(data_root) if data_root else None, encoder=encoder,
+        pretrained=str(pretrained) if pretrained else None, diagnostics_every=_parse_diagnostics(diagnostics),
+        log_every=log_every, num_workers=num_workers, progress=progress,
+    )
+    try:
+        result = run_experiment(config, resume=resume, overwrite=overwrite, baselines=baseline, console=err)
+    except (KeyError, ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/] {exc.args[0] if exc.args else exc}")
+        raise typer.Exit(2) from exc
+    out.print(results_table(result))
+    out.print(f"run folder: {result.run.run_dir}")
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List the available methods with what they need and their reference."""
+    from repmtl import methods
+
+    table = Table(title="repmtl methods")
+    for column in ("name", "family", "needs", "levels", "description"):
+        table.add_column(column)
+    for name, cls in methods.available().items():
+        levels = "any" if cls.needs == "losses" else ", ".join(cls.levels)
+        table.add_row(name, cls.family, cls.needs, levels, cls.description)
+    out.print(table)
+
+
+@app.command("benchmarks")
+def list_benchmarks() -> None:
+    """List the benchmark presets."""
+    from repmtl.experiments.benchmarks import available_benchmarks
+
+    table = Table(title="repmtl benchmarks")
+    for column in ("name", "tasks input", "needs --data-root", "description"):
+        table.add_column(column)
+    for name, bench in available_benchmarks().items():
+        table.add_row(name, "multi" if bench.multi_input else "single", "yes" if bench.needs_data_root else "no", bench.description)
+    out.print(table)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

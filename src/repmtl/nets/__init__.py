@@ -1,0 +1,1 @@
+"""Networks: backbones, heads and the small CPU nets of the embedded benchmarks."""

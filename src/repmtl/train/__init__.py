@@ -1,0 +1,6 @@
+"""Training: configuration, the trainer loop, checkpoints, logs and single-task baselines."""
+
+from repmtl.train.config import TrainConfig
+from repmtl.train.trainer import RunResult, Trainer, train
+
+__all__ = ["RunResult", "TrainConfig", "Trainer", "train"]

@@ -1,0 +1,75 @@
+"""The resolved configuration of a training run (saved as ``config.json`` in the run folder)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run. ``None`` fields take the benchmark's defaults when
+    the run is resolved (:meth:`resolved`)."""
+
+    benchmark: str = "multidigits"
+    method: str = "ew"
+    method_args: dict[str, Any] = field(default_factory=dict)
+    level: str | None = None
+    regularizer: str | None = None
+    regularizer_args: dict[str, Any] = field(default_factory=dict)
+    loss_transform: str | None = None
+    single_task: str | None = None
+    seed: int = 0
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    device: str = "cpu"
+    out: str = "runs"
+    name: str | None = None
+    data_root: str | None = None
+    encoder: str | None = None
+    pretrained: str | None = None
+    diagnostics_every: int | None = None
+    log_every: int = 10
+    num_workers: int = 0
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}")
+        return cls(**data)
+
+    def run_name(self) -> str:
+        """Default folder name: ``stl-<task>`` or ``<method>[+<regularizer>]-<level>``, plus the seed."""
+        if self.name:
+            return self.name
+        if self.single_task:
+            return f"stl-{self.single_task}-seed{self.seed}"
+        parts = [self.method]
+        if self.regularizer:
+            parts[0] += f"+{self.regularizer}"
+        if self.level:
+            parts.append(self.level[:3])
+        return "-".join(parts) + f"-seed{self.seed}"
+
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.benchmark / self.run_name()
+
+    def budget_key(self) -> str:
+        """A short hash of what makes two runs' training budgets comparable (for STL caching)."""
+        keys = ("benchmark", "seed", "epochs", "max_steps", "batch_size", "lr", "weight_decay",
+                "data_root", "encoder", "pretrained")
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:10]

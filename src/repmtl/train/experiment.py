@@ -1,0 +1,88 @@
+"""A multi-task run with its single-task baselines and the Δp table (SPEC §5).
+
+Baselines are single-task runs of the same budget (benchmark, seed, epochs, steps, batch
+size, learning rate, data, encoder); they are cached under ``<out>/<benchmark>/stl-<task>-<budget>``
+and trained only when missing. The multi-task run selects its epoch by validation Δp against
+them; the table reports test metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from repmtl.metrics.improvement import Improvement, delta_p
+from repmtl.train.config import TrainConfig
+from repmtl.train.trainer import RunResult, Scores, single_task_config, train
+
+
+@dataclass
+class ExperimentResult:
+    run: RunResult
+    baselines: dict[str, RunResult]
+    improvement: Improvement | None
+
+    @property
+    def baseline_test(self) -> Scores:
+        return {t: r.test[t] for t, r in self.baselines.items()}
+
+
+def ensure_baseline(config: TrainConfig, task: str, console: Console) -> RunResult:
+    stl = single_task_config(config, task)
+    results = stl.run_dir() / "results.json"
+    if results.exists():
+        console.print(f"using cached single-task baseline for {task!r}: {stl.run_dir()}")
+        return RunResult.load(stl.run_dir())
+    console.print(f"training the single-task baseline for {task!r} (cached in {stl.run_dir()})")
+    partial = (stl.run_dir() / "checkpoints" / "last.pt").exists()
+    return train(stl, resume=partial, console=console)
+
+
+def run_experiment(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    baselines: bool = True,
+    console: Console | None = None,
+) -> ExperimentResult:
+    console = console or Console(stderr=True)
+    if config.single_task:
+        return ExperimentResult(train(config, resume=resume, overwrite=overwrite, console=console), {}, None)
+    from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
+
+    bench = get_benchmark(config.benchmark)
+    task_names = [t.name for t in bench.tasks(BuildOptions(data_root=Path(config.data_root) if config.data_root else None))]
+    stl = {t: ensure_baseline(config, t, console) for t in task_names} if baselines else {}
+    baseline_val = {t: r.val[t] for t, r in stl.items()} if stl else None
+    run = train(config, resume=resume, overwrite=overwrite, baseline_val=baseline_val, console=console)
+    improvement = delta_p(run.test, {t: r.test[t] for t, r in stl.items()}, run.lower_is_better) if stl else None
+    return ExperimentResult(run, stl, improvement)
+
+
+def results_table(result: ExperimentResult) -> Table:
+    """Test metrics of the STL baselines and the run, with Δp_task and Δp_metric."""
+    run = result.run
+    columns = [(t, m) for t in run.tasks for m in run.test[t]]
+    arrows = {(t, m): "↓" if run.lower_is_better[t][m] else "↑" for t, m in columns}
+    title = f"{run.config.benchmark}: test metrics at the epoch selected on validation"
+    table = Table(title=title)
+    table.add_column("run")
+    for t, m in columns:
+        table.add_column(f"{t}/{m}{arrows[(t, m)]}", justify="right")
+    table.add_column("Δp_task %", justify="right")
+    table.add_column("Δp_metric %", justify="right")
+    if result.baselines:
+        table.add_row("STL", *(f"{result.baseline_test[t][m]:.4g}" for t, m in columns), "0", "0")
+    name = run.config.run_name()
+    imp = result.improvement
+    table.add_row(
+        name,
+        *(f"{run.test[t][m]:.4g}" for t, m in columns),
+        f"{imp.task:+.2f}" if imp else "n/a",
+        f"{imp.metric:+.2f}" if imp else "n/a",
+    )
+    return table

@@ -1,0 +1,45 @@
+from typer.testing import CliRunner
+
+from repmtl.cli import app
+
+runner = CliRunner()
+
+
+def test_methods_lists_every_method_with_its_needs():
+    result = runner.invoke(app, ["methods"])
+    assert result.exit_code == 0
+    for name in ("ew", "mgda", "pcgrad", "avgnorm", "uw", "dwa"):
+        assert name in result.stdout
+    assert "gramian" in result.stdout
+
+
+def test_benchmarks_lists_multidigits():
+    result = runner.invoke(app, ["benchmarks"])
+    assert result.exit_code == 0 and "multidigits" in result.stdout
+
+
+def test_train_smoke_prints_table(tmp_path):
+    args = ["train", "--out", str(tmp_path), "--epochs", "1", "--max-steps", "2", "--no-progress",
+            "--method", "mgda", "--method-arg", "normalization=l2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Δp_task" in result.stdout and "mgda-seed0" in result.stdout
+    assert (tmp_path / "multidigits" / "mgda-seed0" / "results.json").exists()
+
+
+def test_single_task_run(tmp_path):
+    result = runner.invoke(app, ["train", "--out", str(tmp_path), "--epochs", "1", "--max-steps", "2",
+                                 "--no-progress", "--single-task", "left"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "multidigits" / "stl-left-seed0" / "results.json").exists()
+
+
+def test_unknown_method_is_a_clean_error(tmp_path):
+    result = runner.invoke(app, ["train", "--out", str(tmp_path), "--method", "nope"])
+    assert result.exit_code == 2
+    assert "unknown method 'nope'" in result.output and "mgda" in result.output
+
+
+def test_bad_method_arg_syntax(tmp_path):
+    result = runner.invoke(app, ["train", "--out", str(tmp_path), "--method-arg", "novalue"])
+    assert result.exit_code == 2 and "key=value" in result.output
