@@ -102,7 +102,8 @@ def backward(
     sal: torch.Tensor | None = None
     if needs_graph or needs_representation_grads or keep_saliency:
         sal = G.saliency(task_losses, reps_arg, create_graph=needs_graph)
-    penalties: list[Penalty] = [p for r in regularizers for p in r(sal, task_losses)]
+    multi_input = isinstance(representation, Mapping)
+    penalties: list[Penalty] = [p for r in regularizers for p in r(sal, task_losses, multi_input=multi_input)]
 
     detached_losses = task_losses.detach()
     weights = direction = gram = None
@@ -136,7 +137,10 @@ def backward(
     extra = method.extra_loss()
     if extra is not None:
         head_part = head_part + extra
-    penalty_part = sum((p.weight * p.value for p in penalties), start=None) if penalties else None
+    penalty_part: torch.Tensor | None = None
+    for penalty in penalties:
+        term = penalty.weight * penalty.value
+        penalty_part = term if penalty_part is None else penalty_part + term
 
     if direction is None and head_weights is weights:
         # The objective's own gradient is the method's update everywhere: one plain backward.

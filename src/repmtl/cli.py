@@ -46,7 +46,10 @@ def train(
     level: Annotated[Optional[str], typer.Option(help="Gradient level: parameters | representation (default: the method's).")] = None,
     regularizer: Annotated[Optional[str], typer.Option(help="Regularizer name, e.g. repmtl.")] = None,
     regularizer_arg: Annotated[Optional[list[str]], typer.Option("--regularizer-arg", help="Regularizer hyper-parameter key=value (repeatable).")] = None,
-    loss_transform: Annotated[Optional[str], typer.Option(help="none | log (default: the method's).")] = None,
+    lambda_tsr: Annotated[Optional[float], typer.Option(help="Rep-MTL: TSR strength λ_tsr (default 0.9).")] = None,
+    lambda_csa: Annotated[Optional[float], typer.Option(help="Rep-MTL: CSA strength λ_csa (default 0.9).")] = None,
+    tau: Annotated[Optional[float], typer.Option(help="Rep-MTL: CSA temperature τ (default 0.1).")] = None,
+    loss_transform: Annotated[Optional[str], typer.Option(help="none | log (default: the method's; log for Rep-MTL).")] = None,
     single_task: Annotated[Optional[str], typer.Option(help="Train one single-task baseline for this task only.")] = None,
     seed: int = 0,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the benchmark's).")] = None,
@@ -72,10 +75,16 @@ def train(
     from repmtl.train.config import TrainConfig
     from repmtl.train.experiment import results_table, run_experiment
 
+    regularizer_args = _parse_assignments(regularizer_arg, "--regularizer-arg")
+    for key, value in (("lambda_tsr", lambda_tsr), ("lambda_csa", lambda_csa), ("tau", tau)):
+        if value is not None:
+            if not (regularizer == "repmtl" or method == "repmtl"):
+                raise typer.BadParameter("only applies to Rep-MTL (--method repmtl or --regularizer repmtl)",
+                                         param_hint=f"--{key.replace('_', '-')}")
+            regularizer_args[key] = value
     config = TrainConfig(
         benchmark=benchmark, method=method, method_args=_parse_assignments(method_arg, "--method-arg"),
-        level=level, regularizer=regularizer,
-        regularizer_args=_parse_assignments(regularizer_arg, "--regularizer-arg"),
+        level=level, regularizer=regularizer, regularizer_args=regularizer_args,
         loss_transform=loss_transform, single_task=single_task, seed=seed, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
         out=str(out_dir), name=name, data_root=str(data_root) if data_root else None, encoder=encoder,
@@ -102,6 +111,10 @@ def list_methods() -> None:
     for name, cls in methods.available().items():
         levels = "any" if cls.needs == "losses" else ", ".join(cls.levels)
         table.add_row(name, cls.family, cls.needs, levels, cls.description)
+    from repmtl.experiments.presets import PRESETS
+
+    for name, (description, fields) in PRESETS.items():
+        table.add_row(name, "preset", "", "", f"{description} ({', '.join(f'{k}={v}' for k, v in fields.items())})")
     out.print(table)
 
 

@@ -28,8 +28,11 @@ class Regularizer(nn.Module):
     name: ClassVar[str] = ""
     needs_saliency: ClassVar[bool] = True
 
-    def forward(self, saliency: torch.Tensor, losses: torch.Tensor) -> list[Penalty]:
-        """Penalties from saliencies ``(T, B, …)`` and the task losses ``(T,)``."""
+    def forward(self, saliency: torch.Tensor, losses: torch.Tensor, *, multi_input: bool = False) -> list[Penalty]:
+        """Penalties from saliencies ``(T, B, …)`` and the task losses ``(T,)``.
+
+        ``multi_input``: each task had its own batch (``S_t = ∂L_t/∂Z_t``); sample ``b`` of
+        every task's batch is paired by position in the stacked saliencies."""
         raise NotImplementedError
 
 

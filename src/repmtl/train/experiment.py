@@ -49,7 +49,10 @@ def run_experiment(
     baselines: bool = True,
     console: Console | None = None,
 ) -> ExperimentResult:
+    from repmtl.experiments.presets import resolve_presets
+
     console = console or Console(stderr=True)
+    config = resolve_presets(config)
     if config.single_task:
         return ExperimentResult(train(config, resume=resume, overwrite=overwrite, console=console), {}, None)
     from repmtl.experiments.benchmarks import BuildOptions, get_benchmark

@@ -80,6 +80,9 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, baseline_val: Scores | None = None, console: Console | None = None) -> None:
+        from repmtl.experiments.presets import resolve_presets
+
+        config = resolve_presets(config)
         self.config = config
         self.console = console or Console(stderr=True)
         self.benchmark: Benchmark = get_benchmark(config.benchmark)

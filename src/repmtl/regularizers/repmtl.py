@@ -1,0 +1,161 @@
+"""Rep-MTL: Task-specific Saliency Regulation (TSR) and Cross-task Saliency Alignment (CSA).
+
+Wang, Li, Xu, "Rep-MTL: Unleashing the Power of Representation-level Task Saliency for
+Multi-Task Learning", ICCV 2025 (arXiv 2507.21049). Formulas and the decisions on what the paper
+leaves open: SPEC.md §2. The saliencies are ``S_t = ∂L_t/∂Z`` stacked ``T×B×C×H×W`` (``T×B×C``
+for vector features, i.e. ``H = W = 1``), computed by :func:`repmtl.backward` with the graph
+kept; with a loss transform (``log``, on in the Rep-MTL preset) they are the saliencies of the
+transformed task terms, i.e. of the objective's own task terms.
+
+**TSR** (SPEC §2.2). ``Ŝ_t = mean_c S_t`` (signed, ``B×H×W``); at every position ``i``,
+``P_{i,t} = (|Ŝ_{i,t}| + εm) / (Σ_k |Ŝ_{i,k}| + Tεm)`` and ``L_tsr = mean_i −Σ_t P log P``.
+*Decision (eps)*: ``ε`` is relative to ``m = max |Ŝ|`` of the batch (a constant of the step),
+so ``P`` is a proper distribution, ``L_tsr`` is invariant to the global scale of the
+saliencies (tiny gradients are not flattened by an absolute ε), and an all-zero saliency gives
+the uniform distribution (``L_tsr = log T``), never NaN. One task: ``L_tsr = 0``.
+
+**CSA** (SPEC §2.3). Per sample ``b``: task affinities ``M_t[b] = S_t[b] S_t[b]ᵀ`` (``C×C``,
+``S_t[b]`` as ``C×HW``), anchor ``Â_b = A_b A_bᵀ`` with ``A_b`` the ``C×T`` matrix of
+spatially averaged saliencies; cosine similarities of the vectorised matrices; positives
+``(Â_b, M_t[b])``, negatives ``(Â_b, Â_k)``, ``k ≠ b``;
+``L_csa = mean_{b,t} −log(exp(sim(Â_b, M_t[b])/τ) / D_b)`` with the printed denominator
+``D_b = Σ_{k≠b} exp(sim(Â_b, Â_k)/τ)`` (default) or the standard InfoNCE one that also holds
+the positive (``include_positive=True``). ``τ = 0.1`` (*Decision*: the paper gives none).
+No ``C×C`` matrix of a task affinity is ever formed unless ``C ≤ HW``: the Frobenius identities
+``⟨SSᵀ, AAᵀ⟩ = ‖AᵀS‖²``, ``‖SSᵀ‖ = ‖SᵀS‖`` (the smaller of ``C×C`` and ``HW×HW``) and
+``⟨A_bA_bᵀ, A_kA_kᵀ⟩ = ‖A_bᵀA_k‖²`` (``T×T``) give every similarity, so memory grows with
+``B·T·C·HW``, not ``B·T·C²``. *Decisions (degenerate inputs)*: a zero matrix has cosine 0 with
+anything; with a batch of 1 there are no negatives and the empty denominator's log is taken as
+0, leaving ``−sim/τ`` (printed form) or 0 (InfoNCE form). CSA is invariant to scaling all of a
+sample's saliencies by one factor, so each sample is divided by its largest ``|S|`` (a
+constant) before the products, for float32 range; the value and gradient are unchanged.
+
+**Multi-input data** (SPEC §2.6, *Decision*): sample ``b`` of every task's batch is paired by
+position, and both terms work on the spatially pooled ``C``-vector (``H = W = 1``), because
+positions of different images do not correspond.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from repmtl.regularizers.base import Penalty, Regularizer, register_regularizer
+
+_TINY = 1e-30
+
+
+def _as_tbcn(saliency: torch.Tensor) -> torch.Tensor:
+    if saliency.ndim < 3:
+        raise ValueError(
+            f"saliency must be stacked T×B×C(×H×W), got shape {tuple(saliency.shape)}"
+        )
+    num_tasks, batch, channels = saliency.shape[:3]
+    return saliency.reshape(num_tasks, batch, channels, -1)
+
+
+def tsr_loss(saliency: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Task-specific Saliency Regulation: mean entropy of the per-position distribution of
+    channel-averaged saliency magnitude over tasks (SPEC §2.2; eps rule in the module doc)."""
+    s = _as_tbcn(saliency)
+    num_tasks = s.shape[0]
+    magnitude = s.mean(dim=2).abs()  # T×B×N
+    largest = magnitude.detach().amax()
+    floor = eps * torch.where(largest > 0, largest, torch.ones_like(largest))
+    p = (magnitude + floor) / (magnitude.sum(dim=0, keepdim=True) + num_tasks * floor)
+    return -(p * p.log()).sum(dim=0).mean()
+
+
+def csa_loss(
+    saliency: torch.Tensor, tau: float = 0.1, include_positive: bool = False, eps: float = 1e-8
+) -> torch.Tensor:
+    """Cross-task Saliency Alignment: contrast each sample's cross-task anchor with its task
+    affinities (positives) and other samples' anchors (negatives), via Gram identities (SPEC
+    §2.3; degenerate-input rules in the module doc). ``eps`` bounds cosine denominators."""
+    if tau <= 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    s = _as_tbcn(saliency)
+    num_tasks, batch, channels, positions = s.shape
+    scale = s.detach().abs().amax(dim=(0, 2, 3), keepdim=True)
+    s = s / torch.where(scale > 0, scale, torch.ones_like(scale))
+    anchor = s.mean(dim=3)  # T×B×C: column t of A_b is anchor[t, b]
+
+    # ⟨Â_b, M_t[b]⟩ = ‖A_bᵀ S_t[b]‖²
+    projection = torch.einsum("kbc,tbcn->btkn", anchor, s)
+    inner_positive = projection.square().sum(dim=(2, 3))  # B×T
+    # ‖M_t[b]‖_F from the smaller Gram matrix
+    if channels <= positions:
+        gram = torch.einsum("tbcn,tbdn->btcd", s, s)
+    else:
+        gram = torch.einsum("tbcn,tbcm->btnm", s, s)
+    affinity_norm = gram.square().sum(dim=(2, 3)).clamp_min(_TINY).sqrt()  # B×T
+    # ⟨Â_b, Â_k⟩ = ‖A_bᵀ A_k‖²
+    inner_anchor = torch.einsum("tbc,ukc->bktu", anchor, anchor).square().sum(dim=(2, 3))  # B×B
+    anchor_norm = torch.diagonal(inner_anchor).clamp_min(_TINY).sqrt()  # B
+
+    positive = inner_positive / (anchor_norm[:, None] * affinity_norm).clamp_min(eps)
+    negative = inner_anchor / (anchor_norm[:, None] * anchor_norm[None, :]).clamp_min(eps)
+    positive_logits = positive / tau  # B×T
+    if batch == 1:
+        log_denominator = positive_logits if include_positive else torch.zeros_like(positive_logits)
+    else:
+        off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=s.device)
+        negative_logits = (negative / tau).masked_fill(~off_diagonal, float("-inf"))  # B×B
+        if include_positive:
+            candidates = torch.cat(
+                [positive_logits[:, :, None], negative_logits[:, None, :].expand(batch, num_tasks, batch)], dim=2
+            )
+            log_denominator = torch.logsumexp(candidates, dim=2)
+        else:
+            log_denominator = torch.logsumexp(negative_logits, dim=1, keepdim=True)
+    return (log_denominator - positive_logits).mean()
+
+
+@register_regularizer
+class RepMTL(Regularizer):
+    """Rep-MTL's penalties ``λ_tsr L_tsr + λ_csa L_csa`` on the task saliencies.
+
+    Defaults (*Decisions*, SPEC §2.4): ``λ_tsr = λ_csa = 0.9`` (the middle of the paper's grid
+    {0.7, 0.9, 1.1, 1.3, 1.5}); ``τ = 0.1`` (the paper gives none); the printed CSA denominator.
+    ``tsr=False`` / ``csa=False`` are the paper's ablations (CSA only / TSR only).
+    """
+
+    name = "repmtl"
+
+    def __init__(
+        self,
+        lambda_tsr: float = 0.9,
+        lambda_csa: float = 0.9,
+        tau: float = 0.1,
+        tsr: bool = True,
+        csa: bool = True,
+        include_positive: bool = False,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        if lambda_tsr < 0 or lambda_csa < 0:
+            raise ValueError("the regularisation strengths must be non-negative")
+        self.lambda_tsr, self.lambda_csa, self.tau = float(lambda_tsr), float(lambda_csa), float(tau)
+        self.use_tsr, self.use_csa = bool(tsr), bool(csa)
+        self.include_positive, self.eps = bool(include_positive), float(eps)
+
+    @property
+    def needs_saliency(self) -> bool:  # type: ignore[override]
+        return self.use_tsr or self.use_csa
+
+    def forward(self, saliency: torch.Tensor, losses: torch.Tensor, *, multi_input: bool = False) -> list[Penalty]:
+        if multi_input:
+            s = _as_tbcn(saliency).mean(dim=3)  # pooled C-vectors (H = W = 1)
+        else:
+            s = saliency
+        penalties = []
+        if self.use_tsr:
+            penalties.append(Penalty("tsr", tsr_loss(s, self.eps), self.lambda_tsr))
+        if self.use_csa:
+            penalties.append(Penalty("csa", csa_loss(s, self.tau, self.include_positive, self.eps), self.lambda_csa))
+        return penalties
+
+    def extra_repr(self) -> str:
+        return (f"lambda_tsr={self.lambda_tsr}, lambda_csa={self.lambda_csa}, tau={self.tau}, "
+                f"tsr={self.use_tsr}, csa={self.use_csa}, include_positive={self.include_positive}")
