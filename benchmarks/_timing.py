@@ -28,3 +28,19 @@ def median_seconds(run: Callable[[], None], setup: Callable[[], object] | None =
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now (Linux /proc)."""
+    import os
+
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """High-water mark of this process's resident set size (never decreases)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

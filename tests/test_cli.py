@@ -43,3 +43,25 @@ def test_unknown_method_is_a_clean_error(tmp_path):
 def test_bad_method_arg_syntax(tmp_path):
     result = runner.invoke(app, ["train", "--out", str(tmp_path), "--method-arg", "novalue"])
     assert result.exit_code == 2 and "key=value" in result.output
+
+
+def test_report_writes_plots(tmp_path):
+    args = ["train", "--out", str(tmp_path), "--epochs", "2", "--max-steps", "4", "--no-progress",
+            "--no-baseline", "--diagnostics", "every=2,level=representation", "--log-every", "2"]
+    assert runner.invoke(app, args).exit_code == 0
+    run = tmp_path / "multidigits" / "ew-seed0"
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    pngs = {p.name for p in (run / "report").glob("*.png")}
+    assert {"geometry.png", "losses.png", "alpha_layers.png"} <= pngs
+    assert "geometry.png" in (run / "report" / "report.md").read_text()
+
+
+def test_report_on_a_folder_without_logs(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "no run logs" in result.output
+
+
+def test_bad_diagnostics_spec(tmp_path):
+    result = runner.invoke(app, ["train", "--out", str(tmp_path), "--diagnostics", "often"])
+    assert result.exit_code == 2 and "every=N" in result.output

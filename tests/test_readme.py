@@ -1,16 +1,24 @@
-"""The README's Python example runs as written."""
+"""The Python examples of the README and docs/ run as written."""
 
 import re
+
+import pytest
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_examples_run():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has no python example"
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
+DOCS = [README, *sorted((README.parent / "docs").glob("*.md"))]
+
+
+def test_readme_has_a_python_example():
+    assert re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("document", DOCS, ids=lambda p: p.name)
+def test_python_examples_run(document):
+    for block in re.findall(r"```python\n(.*?)```", document.read_text(), flags=re.S):
+        exec(compile(block, str(document), "exec"), {})
 
 
 def test_readme_test_command_is_the_ci_command():

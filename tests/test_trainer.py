@@ -121,3 +121,15 @@ def test_non_finite_gradient_stops_before_the_weights_change(tmp_path):
     hook.remove()
     after = trainer.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
+
+
+def test_diagnostics_are_logged_every_n_steps_and_alpha_per_epoch(tmp_path):
+    train(_config(tmp_path, method="pcgrad", name="diag", diagnostics_every=3, log_every=100))
+    run = tmp_path / "multidigits" / "diag"
+    steps = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [3, 6]
+    assert {"diag/gds", "diag/gms", "diag/fd", "diag/cond", "diag/norm/left", "diag/cos/right"} <= set(steps[0])
+    assert steps[0]["diag/level"] == "parameters"  # PCGrad's own Gramian is reused
+    epochs = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
+    assert any(k.startswith("alpha/encoder/") for k in epochs[0]) and "alpha/head_mean/left" in epochs[0]
+    assert json.loads((run / "config.json").read_text())["tasks"] == ["left", "right"]

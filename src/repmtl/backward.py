@@ -31,7 +31,7 @@ class BackwardRecord:
     ``losses``: raw task losses. ``weights``: the ``α`` applied to the shared update (``None``
     for methods that return a direction). ``head_weights``: the weights the heads received.
     ``penalties``: regularizer values by name (before their λ). ``gramian``: ``K`` when the
-    method needed it (reused by diagnostics). ``saliency``: ``S`` if ``keep_saliency``.
+    method needed it (reused by diagnostics). ``saliency``: ``S`` if ``keep_saliency``. ``multi_input``: each task had its own ``Z_t``.
     """
 
     tasks: tuple[str, ...]
@@ -43,6 +43,7 @@ class BackwardRecord:
     gramian: torch.Tensor | None = None
     saliency: torch.Tensor | None = None
     info: dict[str, object] = field(default_factory=dict)
+    multi_input: bool = False
 
 
 def backward(
@@ -164,6 +165,7 @@ def backward(
         gramian=gram,
         saliency=sal.detach() if (keep_saliency and sal is not None) else None,
         info=dict(method.info),
+        multi_input=multi_input,
     )
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-task learning optimisation: train, compare, diagnose.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -29,13 +29,15 @@ def _parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
     return parsed
 
 
-def _parse_diagnostics(spec: str | None) -> int | None:
+def _parse_diagnostics(spec: str | None) -> tuple[int | None, str]:
+    """``every=N[,level=auto|representation]`` -> (N, level)."""
     if spec is None:
-        return None
-    key, _, value = spec.partition("=")
-    if key != "every" or not value.isdigit() or int(value) < 1:
-        raise typer.BadParameter("use every=N with N ≥ 1", param_hint="--diagnostics")
-    return int(value)
+        return None, "auto"
+    fields = dict(part.partition("=")[::2] for part in spec.split(","))
+    every, level = fields.pop("every", ""), fields.pop("level", "auto")
+    if fields or not every.isdigit() or int(every) < 1 or level not in ("auto", "representation"):
+        raise typer.BadParameter("use every=N (N ≥ 1), optionally ,level=representation", param_hint="--diagnostics")
+    return int(every), level
 
 
 @app.command()
@@ -63,7 +65,7 @@ def train(
     data_root: Annotated[Optional[Path], typer.Option(help="Dataset folder (NYUv2, Cityscapes, ...).")] = None,
     encoder: Annotated[Optional[str], typer.Option(help="Encoder, e.g. resnet50 | resnet18.")] = None,
     pretrained: Annotated[Optional[Path], typer.Option(help="Local ImageNet weights file for the encoder.")] = None,
-    diagnostics: Annotated[Optional[str], typer.Option(help="Log imbalance diagnostics: every=N steps.")] = None,
+    diagnostics: Annotated[Optional[str], typer.Option(help="Log imbalance diagnostics every=N steps (and power-law α per epoch); ,level=representation measures every method alike.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in the output folder.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start again even if the run folder holds a run.")] = False,
     baseline: Annotated[bool, typer.Option(help="Train/reuse single-task baselines and report Δp.")] = True,
@@ -76,6 +78,7 @@ def train(
     from repmtl.train.experiment import results_table, run_experiment
 
     regularizer_args = _parse_assignments(regularizer_arg, "--regularizer-arg")
+    diagnostics_every, diagnostics_level = _parse_diagnostics(diagnostics)
     for key, value in (("lambda_tsr", lambda_tsr), ("lambda_csa", lambda_csa), ("tau", tau)):
         if value is not None:
             if not (regularizer == "repmtl" or method == "repmtl"):
@@ -88,7 +91,8 @@ def train(
         loss_transform=loss_transform, single_task=single_task, seed=seed, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
         out=str(out_dir), name=name, data_root=str(data_root) if data_root else None, encoder=encoder,
-        pretrained=str(pretrained) if pretrained else None, diagnostics_every=_parse_diagnostics(diagnostics),
+        pretrained=str(pretrained) if pretrained else None, diagnostics_every=diagnostics_every,
+        diagnostics_level=diagnostics_level,
         log_every=log_every, num_workers=num_workers, progress=progress,
     )
     try:
@@ -129,6 +133,18 @@ def list_benchmarks() -> None:
     for name, bench in available_benchmarks().items():
         table.add_row(name, "multi" if bench.multi_input else "single", "yes" if bench.needs_data_root else "no", bench.description)
     out.print(table)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<benchmark>/<run>).")]) -> None:
+    """Write plots (training dynamics, diagnostics, power-law α) and a Markdown summary of a run."""
+    from repmtl.experiments.report import write_report
+
+    if not (run_dir / "steps.jsonl").exists() and not (run_dir / "epochs.jsonl").exists():
+        err.print(f"[red]error:[/] {run_dir} holds no run logs (steps.jsonl / epochs.jsonl)")
+        raise typer.Exit(2)
+    path = write_report(run_dir)
+    out.print(f"report written to {path}")
 
 
 def main() -> None:  # pragma: no cover

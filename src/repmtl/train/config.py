@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 
+#: informational keys written into config.json beside the fields (ignored when read back)
+DERIVED_KEYS = {"tasks"}
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a run. ``None`` fields take the benchmark's defaults when
@@ -36,6 +40,8 @@ class TrainConfig:
     encoder: str | None = None
     pretrained: str | None = None
     diagnostics_every: int | None = None
+    #: "auto" (reuse the method's Gramian) or "representation" (comparable across methods)
+    diagnostics_level: str = "auto"
     log_every: int = 10
     num_workers: int = 0
     progress: bool = True
@@ -46,6 +52,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in DERIVED_KEYS}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}")

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from repmtl import methods as M
 from repmtl import regularizers as R
 from repmtl.backward import BackwardRecord, backward
+from repmtl.diagnostics import layer_alphas, step_diagnostics
 from repmtl.experiments.benchmarks import Benchmark, BuildOptions, get_benchmark
 from repmtl.metrics.improvement import delta_p
 from repmtl.tasks import Task
@@ -109,6 +110,10 @@ class Trainer:
             raise ValueError("epochs and batch size must be positive")
         if config.max_steps is not None and config.max_steps < 1:
             raise ValueError("max_steps must be positive")
+        if config.diagnostics_every is not None and config.diagnostics_every < 1:
+            raise ValueError("diagnostics every=N needs N ≥ 1")
+        if config.diagnostics_level not in ("auto", "representation"):
+            raise ValueError(f"diagnostics level must be auto or representation, got {config.diagnostics_level!r}")
 
         tasks = bench.tasks(self.options)
         if config.single_task:
@@ -169,7 +174,8 @@ class Trainer:
         elif resume:
             self.console.print(f"[yellow]nothing to resume in {self.run_dir}; starting a new run[/]")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        resolved = {**self.config.to_dict(), "tasks": list(self.task_names)}
+        (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
         (self.run_dir / "environment.json").write_text(json.dumps(environment(), indent=2, default=str))
         logger = RunLogger(self.run_dir, resume=(self.epoch - 1, self.step) if resumed else None)
         try:
@@ -187,6 +193,8 @@ class Trainer:
                     )
                 row = {**train_stats, **_flatten("val", val), "selection_score": score,
                        "lr": self.optimizer.param_groups[0]["lr"]}
+                if self.config.diagnostics_every:
+                    row.update(layer_alphas(self.model))
                 logger.log_epoch(self.epoch, self.step, row)
                 self._print_epoch(val, score, improved)
                 self.method.end_epoch()
@@ -218,20 +226,25 @@ class Trainer:
             for index, batch in enumerate(batches):
                 if index >= total:
                     break
-                record = self._train_step(to_device(batch, self.device))
+                every = self.config.diagnostics_every
+                diagnose = every is not None and (self.step + 1) % every == 0
+                record = self._train_step(to_device(batch, self.device), keep_saliency=diagnose)
                 loss_sum += record.losses.to(torch.float64)
                 for name, value in record.penalties.items():
                     penalty_sum[name] = penalty_sum.get(name, 0) + value.to(torch.float64)
                 self.step += 1
-                if self.step % self.config.log_every == 0:
-                    logger.log_step(self.step, self.epoch, self._step_values(record))
+                if diagnose or self.step % self.config.log_every == 0:
+                    values = self._step_values(record)
+                    if diagnose:
+                        values.update(step_diagnostics(record, level=self.config.diagnostics_level))
+                    logger.log_step(self.step, self.epoch, values)
                 advance()
         stats: dict[str, Any] = {f"train/loss/{t}": loss_sum[i] / total for i, t in enumerate(self.task_names)}
         stats.update({f"train/penalty/{k}": v / total for k, v in penalty_sum.items()})
         stats["time/epoch_s"] = time.perf_counter() - started
         return stats
 
-    def _train_step(self, batch) -> BackwardRecord:
+    def _train_step(self, batch, keep_saliency: bool = False) -> BackwardRecord:
         inputs, targets = batch
         output = self.model(inputs)
         losses = {}
@@ -246,6 +259,7 @@ class Trainer:
             level=self.level,
             regularizers=self.regularizers,
             loss_transform=self.config.loss_transform,
+            keep_saliency=keep_saliency,
         )
         self._check_gradients()
         self.optimizer.step()
