@@ -18,7 +18,7 @@ def _config(tmp_path, **overrides):
 
 def _params(run_dir):
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
-    return state["model"], state["method"], state["optimizer"]["state"]
+    return state["model"], state["method"], state["optimizers"]["optimizers"][0]["state"]
 
 
 @pytest.mark.parametrize("method", ["rlw", "dwa", "pcgrad"])
@@ -133,3 +133,17 @@ def test_diagnostics_are_logged_every_n_steps_and_alpha_per_epoch(tmp_path):
     epochs = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
     assert any(k.startswith("alpha/encoder/") for k in epochs[0]) and "alpha/head_mean/left" in epochs[0]
     assert json.loads((run / "config.json").read_text())["tasks"] == ["left", "right"]
+
+
+def test_optimizers_follow_the_method(tmp_path):
+    uw = Trainer(_config(tmp_path, method="uw"))
+    assert any(p is uw.method.log_variance for p in uw.optimizers.parameters())
+    mtadam = Trainer(_config(tmp_path, method="mtadam"))
+    adam, sgd = mtadam.optimizers.optimizers
+    assert isinstance(sgd, torch.optim.SGD) and isinstance(adam, torch.optim.Adam)
+    shared = {id(p) for p in mtadam.model.shared_parameters()}
+    assert {id(p) for g in sgd.param_groups for p in g["params"]} == shared
+    assert not shared & {id(p) for g in adam.param_groups for p in g["params"]}
+    igb = Trainer(_config(tmp_path, method="igbv2"))  # its SAC networks are not model parameters
+    ids = {id(p) for p in igb.optimizers.parameters()}
+    assert not any(id(p) in ids for p in igb.method.parameters())

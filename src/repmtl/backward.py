@@ -82,6 +82,11 @@ def backward(
     method = _resolve_method(method, names)
     if loss_transform is None:
         loss_transform = method.loss_transform
+    elif method.requires_loss_transform and loss_transform != method.loss_transform:
+        raise ValueError(
+            f"method {method.name!r} defines its weights on {method.loss_transform!r}-transformed losses; "
+            f"loss_transform={loss_transform!r} would silently change them"
+        )
     task_losses = _transform(raw, loss_transform, eps)
     if check_finite:
         _check_finite(names, raw, task_losses, loss_transform)
@@ -97,7 +102,9 @@ def backward(
             "each task has its own representation, so task gradients never share a space; "
             "use level='parameters'"
         )
-    if reps is None and (needs_graph or needs_representation_grads or method.needs != "losses"):
+    if reps is None and (
+        needs_graph or needs_representation_grads or method.needs != "losses" or not method.weights_heads
+    ):
         raise ValueError("this method, level or regularizer needs the shared representation; pass representation=Z")
 
     sal: torch.Tensor | None = None
@@ -124,7 +131,10 @@ def backward(
             gram = G.gramian(jac)
             weights = method.weights(gram, detached_losses)
         else:
-            direction = method.direction(jac, detached_losses, segments)
+            extra = {}
+            if level == "representation" and method.wants_representation:
+                extra["representation"] = reps[0].detach()
+            direction = method.direction(jac, detached_losses, segments, **extra)
             if direction.shape != jac.shape[1:]:
                 raise RuntimeError(
                     f"method {method.name!r} returned a direction of shape {tuple(direction.shape)}, "

@@ -48,6 +48,16 @@ class Method(nn.Module):
     #: the loss transform the method's paper prescribes ("log" for DB-MTL); used by
     #: ``backward`` when the caller does not choose one
     loss_transform: ClassVar[Literal["none", "log"]] = "none"
+    #: refuse a caller's loss transform that differs from ``loss_transform`` (the weights are
+    #: defined on transformed losses, e.g. FAMO, STCH, IGB)
+    requires_loss_transform: ClassVar[bool] = False
+    #: ``direction`` also receives ``representation=Z`` (detached) at representation level
+    wants_representation: ClassVar[bool] = False
+    #: buffers whose shape is only known after the first step; loading a checkpoint reshapes them
+    lazy_state: ClassVar[tuple[str, ...]] = ()
+    #: the optimizer the shared parameters need when the method is itself an optimizer
+    #: (MTAdam: plain SGD on its step); ``None``: the trainer's optimizer
+    shared_optimizer: ClassVar[str | None] = None
     #: the method learns parameters that an optimizer must update (e.g. UW's log-variances)
     learnable: ClassVar[bool] = False
     #: "loss scaling", "gradient manipulation", "hybrid", "random gradient" (SPEC §3)
@@ -112,6 +122,18 @@ class Method(nn.Module):
 
     def get_extra_state(self) -> dict:
         return {"task_names": self.task_names}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Bind an unbound method from the checkpoint before its per-task buffers load, and give
+        # first-step-shaped buffers (``lazy_state``) the checkpoint's shape.
+        extra = state_dict.get(prefix + "_extra_state")
+        if self.task_names is None and isinstance(extra, dict) and extra.get("task_names"):
+            self.bind(extra["task_names"])
+        for name in self.lazy_state:
+            key = prefix + name
+            if key in state_dict and name in self._buffers and self._buffers[name] is not None:
+                self._buffers[name] = torch.empty_like(state_dict[key], device=self._buffers[name].device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_extra_state(self, state: dict) -> None:
         names = state.get("task_names")

@@ -7,6 +7,7 @@ import inspect
 import pkgutil
 
 from repmtl.regularizers.base import Penalty, Regularizer, register_regularizer, regularizer_registry
+from repmtl.regularizers.cosreg import CosReg
 from repmtl.regularizers.repmtl import RepMTL, csa_loss, tsr_loss
 
 for _module in pkgutil.iter_modules(__path__):
@@ -31,4 +32,4 @@ def create(name: str, **hparams: object) -> Regularizer:
     return cls(**hparams)
 
 
-__all__ = ["Penalty", "Regularizer", "RepMTL", "available", "create", "csa_loss", "register_regularizer", "tsr_loss"]
+__all__ = ["CosReg", "Penalty", "Regularizer", "RepMTL", "available", "create", "csa_loss", "register_regularizer", "tsr_loss"]

@@ -25,6 +25,7 @@ from repmtl.metrics.improvement import delta_p
 from repmtl.tasks import Task
 from repmtl.train import checkpoint as ckpt
 from repmtl.train.config import TrainConfig
+from repmtl.train.optim import build_optimizers
 from repmtl.train.data import MultiInputEpoch, eval_loader, to_device, train_loader
 from repmtl.train.runlog import RunLogger, environment
 
@@ -135,22 +136,12 @@ class Trainer:
         self.regularizers = [] if (config.single_task or not config.regularizer) else [
             R.create(config.regularizer, **config.regularizer_args).to(self.device)
         ]
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        trainable += list(self.method.parameters()) + [p for r in self.regularizers for p in r.parameters()]
         lr = config.lr if config.lr is not None else defaults.lr
         weight_decay = config.weight_decay if config.weight_decay is not None else defaults.weight_decay
-        if defaults.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
-        elif defaults.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(trainable, lr=lr, weight_decay=weight_decay, momentum=0.9)
-        else:
-            raise ValueError(f"unknown optimizer {defaults.optimizer!r}")
-        self.scheduler = (
-            torch.optim.lr_scheduler.StepLR(self.optimizer, defaults.lr_step, defaults.lr_gamma)
-            if defaults.lr_step
-            else None
-        )
         self.shared = [p for p in self.model.shared_parameters()]
+        regularizer_params = [p for r in self.regularizers for p in r.parameters()]
+        self.optimizers = build_optimizers(self.model, self.shared, self.method, regularizer_params,
+                                           defaults, lr, weight_decay)
         self.epoch = 0  # epochs completed
         self.step = 0
         self.best_score = -float("inf")
@@ -191,15 +182,13 @@ class Trainer:
                         {"model": self.model.state_dict(), "epoch": self.epoch, "val": val},
                         self.run_dir / "checkpoints" / "best.pt",
                     )
-                row = {**train_stats, **_flatten("val", val), "selection_score": score,
-                       "lr": self.optimizer.param_groups[0]["lr"]}
+                row = {**train_stats, **_flatten("val", val), "selection_score": score, "lr": self.optimizers.lr}
                 if self.config.diagnostics_every:
                     row.update(layer_alphas(self.model))
                 logger.log_epoch(self.epoch, self.step, row)
                 self._print_epoch(val, score, improved)
                 self.method.end_epoch()
-                if self.scheduler is not None:
-                    self.scheduler.step()
+                self.optimizers.end_epoch()
                 self.epoch += 1
                 self._save_last()
         finally:
@@ -250,7 +239,7 @@ class Trainer:
         losses = {}
         for task in self.tasks:
             losses[task.name] = task.loss(output.predictions[task.name], targets[task.name])
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizers.zero_grad()
         record = backward(
             losses,
             representation=output.representation,
@@ -262,12 +251,12 @@ class Trainer:
             keep_saliency=keep_saliency,
         )
         self._check_gradients()
-        self.optimizer.step()
+        self.optimizers.step()
         return record
 
     def _check_gradients(self) -> None:
         """Never let a non-finite gradient reach the weights (one host sync)."""
-        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        grads = [p.grad for p in self.optimizers.parameters() if p.grad is not None]
         if not grads:
             raise RuntimeError("no parameter received a gradient this step")
         norms = torch.stack(torch._foreach_norm(grads))
@@ -283,7 +272,7 @@ class Trainer:
             values.update({f"weight/{t}": record.weights[i] for i, t in enumerate(record.tasks)})
         values.update({f"penalty/{k}": v for k, v in record.penalties.items()})
         values.update({f"info/{k}": v for k, v in record.info.items() if isinstance(v, (int, float, torch.Tensor))})
-        values["lr"] = self.optimizer.param_groups[0]["lr"]
+        values["lr"] = self.optimizers.lr
         return values
 
     # ---- evaluation and selection ---------------------------------------------------------
@@ -328,8 +317,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "optimizers": self.optimizers.state_dict(),
             "method": self.method.state_dict(),
             "regularizers": [r.state_dict() for r in self.regularizers],
             "best_score": self.best_score,
@@ -349,9 +337,7 @@ class Trainer:
                 f"(saved: {[saved.get(k) for k in changed]}, now: {[current[k] for k in changed]})"
             )
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizers.load_state_dict(state["optimizers"])
         self.method.load_state_dict(state["method"])
         for reg, reg_state in zip(self.regularizers, state["regularizers"], strict=True):
             reg.load_state_dict(reg_state)

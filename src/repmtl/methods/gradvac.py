@@ -1,0 +1,137 @@
+"""GradVac: gradient vaccine, aligning task gradients to an adaptive similarity goal.
+
+Wang, Tsvetkov, Firat, Cao, "Gradient Vaccine: Investigating and Improving Multi-task
+Optimization in Massively Multilingual Models", ICLR 2021, Alg. 1. For each task ``i``
+and each other task ``j`` (random order), with ``φ_ij = cos(g_i^PC, g_j)`` and the goal ``φ̂_ij``:
+
+    if φ_ij < φ̂_ij:  g_i^PC ← g_i^PC + ‖g_i^PC‖ (φ̂_ij √(1−φ_ij²) − φ_ij √(1−φ̂_ij²)) / (‖g_j‖ √(1−φ̂_ij²)) · g_j
+    φ̂_ij ← (1 − β) φ̂_ij + β φ_ij                                    (EMA, every visit)
+
+after which ``cos(g_i^PC, g_j) = φ̂_ij`` (the goal before its EMA update). The update is
+``Σ_i g_i^PC``; heads get their plain task gradients. ``φ̂`` starts at 0 (the first steps act like
+PCGrad). The paper applies the procedure per layer, each with its own ``φ̂``.
+
+``granularity``: ``"tensor"`` (default) runs it independently on every parameter tensor (the
+``segments`` the backward passes; a layer's weight and bias are separate groups, LibMTL's
+"all_matrix"), ``"model"`` on the whole shared-parameter vector. At ``level="representation"``
+(seed 003's fast-surrogate GradVac) there is one group: the batch-flattened saliency.
+
+Every corrected gradient stays in the span of its group's task gradients, so the method tracks
+coefficients ``c_i`` (``g_i^PC = Σ_k c_ik g_k`` per group) and needs only the per-group Gramians;
+the ``G×T×T`` problem runs on the Jacobian's device in float64 (no host sync), and the update is
+``Σ_i c_i`` applied to each group's columns.
+
+Degenerate cases: a zero ``g_i^PC`` or ``g_j`` gives ``φ_ij = 0`` and no correction; ``φ̂ = ±1``
+makes the correction's denominator vanish, so it is skipped then (the goal is then already met
+or unreachable by adding ``g_j``).
+
+Defaults: ``β = 0.01`` (the paper's setting; LibMTL and TorchJD default to 0.5). The EMA is
+updated at every visit, as in the paper's Alg. 1 (LibMTL updates it only when a correction is
+applied; ``ema="on_correction"`` reproduces that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from repmtl.methods.base import Method, register
+
+Granularity = Literal["tensor", "model"]
+
+
+@register
+class GradVac(Method):
+    name = "gradvac"
+    needs = "jacobian"
+    lazy_state = ('goal',)
+    family = "gradient manipulation"
+    weights_heads = False
+    description = "Gradient vaccine: raise pairwise gradient cosines to an EMA goal, per parameter tensor"
+    reference = "Wang et al., ICLR 2021, Alg. 1"
+
+    def __init__(
+        self,
+        beta: float = 0.01,
+        granularity: Granularity = "tensor",
+        ema: Literal["always", "on_correction"] = "always",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        if granularity not in ("tensor", "model"):
+            raise ValueError(f"granularity must be 'tensor' or 'model', got {granularity!r}")
+        if ema not in ("always", "on_correction"):
+            raise ValueError(f"ema must be 'always' or 'on_correction', got {ema!r}")
+        self.beta = beta
+        self.granularity = granularity
+        self.ema = ema
+
+    def setup(self, num_tasks: int) -> None:
+        # (T, T, G); G (the number of groups) is known at the first step.
+        self.register_buffer("goal", torch.zeros(num_tasks, num_tasks, 0, dtype=torch.float64))
+
+
+    def direction(
+        self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        sizes = [jacobian.shape[1]] if segments is None or self.granularity == "model" else [int(s) for s in segments]
+        if sum(sizes) != jacobian.shape[1]:
+            raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {jacobian.shape[1]} columns")
+        groups = len(sizes)
+        if self.goal.shape[2] == 0:
+            self.goal = torch.zeros(self.num_tasks, self.num_tasks, groups, dtype=torch.float64, device=jacobian.device)
+        elif self.goal.shape[2] != groups:
+            raise ValueError(
+                f"GradVac's similarity goals are for {self.goal.shape[2]} parameter groups, this step has {groups}; "
+                "the shared parameters (or the level) changed since the first step"
+            )
+        self.goal = self.goal.to(jacobian.device)
+        blocks = jacobian.split(sizes, dim=1)
+        gram = torch.stack([b.to(torch.float64) @ b.to(torch.float64).T for b in blocks])  # G × T × T
+        orders = [[j for j in torch.randperm(self.num_tasks).tolist() if j != i] for i in range(self.num_tasks)]
+        coefficients, self.goal, corrections = vaccine_coefficients(gram, self.goal, orders, self.beta, self.ema)
+        alpha = coefficients.sum(1)  # G × T: weight of each task gradient in each group
+        column_alpha = alpha.to(jacobian.dtype).repeat_interleave(
+            torch.tensor(sizes, device=jacobian.device), dim=0
+        )  # n × T
+        self.info = {"corrections": corrections}
+        return (column_alpha.T * jacobian).sum(0)
+
+
+def vaccine_coefficients(
+    gram: torch.Tensor, goal: torch.Tensor, orders: list[list[int]], beta: float, ema: str = "always"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Alg. 1 in coefficient space for ``G`` groups at once.
+
+    ``gram``: ``G×T×T`` per-group Gramians; ``goal``: ``T×T×G`` goals ``φ̂``; ``orders[i]``: the
+    tasks ``j ≠ i`` in visiting order. Returns ``C`` (``G×T×T``, ``g_i^PC = Σ_k C[:, i, k] g_k``),
+    the updated goals and the number of corrections applied (a device tensor).
+    """
+    groups, tasks, _ = gram.shape
+    coefficients = torch.eye(tasks, dtype=gram.dtype, device=gram.device).expand(groups, tasks, tasks).clone()
+    goal = goal.to(gram.dtype).clone()
+    sq_norms = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(0.0)  # G × T
+    corrections = torch.zeros((), dtype=torch.int64, device=gram.device)
+    for i in range(tasks):
+        for j in orders[i]:
+            c_i = coefficients[:, i, :]  # G × T
+            dot = (c_i * gram[:, :, j]).sum(1)  # g_i^PC · g_j
+            norm_i = torch.einsum("gk,gkl,gl->g", c_i, gram, c_i).clamp_min(0.0).sqrt()
+            norm_j = sq_norms[:, j].sqrt()
+            both = (norm_i > 0) & (norm_j > 0)
+            denom = torch.where(both, norm_i * norm_j, torch.ones_like(norm_i))
+            phi = torch.where(both, dot / denom, torch.zeros_like(dot)).clamp(-1.0, 1.0)
+            target = goal[i, j]
+            sin_target = (1.0 - target.square()).clamp_min(0.0).sqrt()
+            sin_phi = (1.0 - phi.square()).clamp_min(0.0).sqrt()
+            apply = both & (phi < target) & (sin_target > 0)
+            safe = torch.where(apply, norm_j * sin_target, torch.ones_like(norm_j))
+            weight = torch.where(apply, norm_i * (target * sin_phi - phi * sin_target) / safe, torch.zeros_like(phi))
+            coefficients[:, i, j] += weight
+            corrections += apply.sum()
+            updated = (1.0 - beta) * target + beta * phi
+            goal[i, j] = updated if ema == "always" else torch.where(apply, updated, target)
+    return coefficients, goal, corrections

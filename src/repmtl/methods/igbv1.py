@@ -1,0 +1,87 @@
+"""IGBv1: improvable gap balancing with a heuristic (softmax of the loss relative to a base).
+
+Dai, Fei, Lu, "Improvable Gap Balancing for Multi-Task Learning", UAI 2023 (arXiv 2307.15429),
+and the official code (``IGB4MTL``, ``ImprovableGapBalancing_v1``). The improvable gap of a
+task is estimated by its current loss relative to a base loss ``L_t^base`` (the mean training
+loss of epoch ``base_epoch``, counted from 0; default 1 as in the official trainer), and the
+weights of the *log* losses are
+
+    w = T · softmax(L / L^base)        (w = 1 until the base is known)
+
+so tasks with the larger remaining gap get more weight. The objective is ``Σ_t w_t log L_t``
+(``loss_transform = "log"``, the paper's scale-invariant form); the method sees
+``l_t = log(L_t + eps)`` and recovers the raw losses as ``exp(l_t)`` (exact up to ``eps``).
+``end_epoch()`` must be called after every epoch (the trainer does). Heads are weighted too
+(loss balancing).
+
+IGBv2, the paper's main method, learns the weights with a SAC agent: see ``igbv2.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from repmtl.methods.base import Method, register
+
+
+@register
+class IGBv1(Method):
+    name = "igbv1"
+    needs = "losses"
+    family = "loss scaling"
+    loss_transform = "log"
+    #: proposed protocol hook: the weights are defined on log losses, so a caller-chosen
+    #: ``loss_transform="none"`` would silently change them (backward could refuse it)
+    requires_loss_transform = True
+    description = "Improvable gap balancing v1: log-loss weights T*softmax(L / L_base)"
+    reference = "Dai et al., UAI 2023 (IGBv1); official IGB4MTL code"
+
+    def __init__(self, base_epoch: int = 1) -> None:
+        super().__init__()
+        if base_epoch < 0:
+            raise ValueError(f"base_epoch must be non-negative, got {base_epoch}")
+        self.base_epoch = base_epoch
+
+    def setup(self, num_tasks: int) -> None:
+        kw = {"dtype": torch.float64}
+        self.register_buffer("epoch_loss_sum", torch.zeros(num_tasks, **kw))
+        self.register_buffer("base_losses", torch.ones(num_tasks, **kw))
+        self.epoch_count = 0
+        self.epoch = 0
+        self.has_base = False
+
+
+    def get_extra_state(self) -> dict:
+        return {
+            **super().get_extra_state(),
+            "epoch_count": self.epoch_count,
+            "epoch": self.epoch,
+            "has_base": self.has_base,
+        }
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.epoch_count = int(state["epoch_count"])
+        self.epoch = int(state["epoch"])
+        self.has_base = bool(state["has_base"])
+
+    def _record(self, raw: torch.Tensor) -> None:
+        """Accumulate this epoch's raw losses (only the base epoch's are ever used)."""
+        if not self.has_base and self.epoch == self.base_epoch:
+            self.epoch_loss_sum = self.epoch_loss_sum.to(raw.device) + raw
+            self.epoch_count += 1
+
+    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+        raw = torch.exp(losses.detach().to(torch.float64))
+        self._record(raw)
+        if not self.has_base:
+            return torch.ones_like(losses)
+        return (self.num_tasks * torch.softmax(raw / self.base_losses.to(raw.device), dim=0)).to(losses.dtype)
+
+    def end_epoch(self) -> None:
+        if not self.has_base and self.epoch == self.base_epoch and self.epoch_count > 0:
+            self.base_losses = self.epoch_loss_sum / self.epoch_count
+            self.has_base = True
+        self.epoch_loss_sum = torch.zeros_like(self.epoch_loss_sum)
+        self.epoch_count = 0
+        self.epoch += 1

@@ -1,0 +1,109 @@
+"""MetaBalance: bring auxiliary-task gradient magnitudes towards the target task's, per tensor.
+
+He et al., "MetaBalance: Improving Multi-Task Recommendations via Adapting Gradient Magnitudes
+of Auxiliary Tasks", WWW 2022, Alg. 1 and the official code. For every shared parameter tensor, with the
+moving averages of gradient norms ``m_i ← β m_i + (1 − β) ‖g_i‖`` (from 0, as in the official
+code), the auxiliary gradients become
+
+    g_i ← r (m_target / m_i) g_i + (1 − r) g_i
+
+(``r`` the relax factor) and the update is ``g_target + Σ_aux g_i``. ``strategy`` selects the
+paper's three variants: ``"both"`` (adapt every auxiliary gradient; the official code),
+``"reduce"`` (only those larger than the target's, ``m_i > m_target``) and ``"enlarge"`` (only
+the smaller ones). Heads get their plain task gradients (the official example updates the heads
+with a separate optimizer).
+
+Defaults: ``relax_factor = 0.7``, ``beta = 0.9`` (the official code's defaults); the target is
+the first task unless ``target`` names another.
+
+Levels: per-tensor norms come from the ``segments`` at parameter level; at representation level
+the whole batch-flattened saliency is one group (its norm is a batch aggregate, so the moving
+average is meaningful across batches). A task whose averaged norm is 0 is left unscaled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from repmtl.methods.base import Method, register
+
+Strategy = Literal["both", "reduce", "enlarge"]
+
+
+@register
+class MetaBalance(Method):
+    name = "metabalance"
+    needs = "jacobian"
+    lazy_state = ('norm_average',)
+    family = "gradient manipulation"
+    weights_heads = False
+    description = "Scale auxiliary-task gradients towards the target task's moving-average norm, per parameter tensor"
+    reference = "He et al., WWW 2022, Alg. 1"
+
+    def __init__(
+        self, relax_factor: float = 0.7, beta: float = 0.9, strategy: Strategy = "both", target: int | str = 0
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= relax_factor <= 1.0:
+            raise ValueError(f"relax_factor must be in [0, 1], got {relax_factor}")
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        if strategy not in ("both", "reduce", "enlarge"):
+            raise ValueError(f"strategy must be 'both', 'reduce' or 'enlarge', got {strategy!r}")
+        self.relax_factor = relax_factor
+        self.beta = beta
+        self.strategy = strategy
+        self.target = target
+
+    def setup(self, num_tasks: int) -> None:
+        if isinstance(self.target, str):
+            if self.target not in self.task_names:
+                raise ValueError(f"target task {self.target!r} is not one of {list(self.task_names)}")
+            self.target_index = self.task_names.index(self.target)
+        else:
+            if not 0 <= int(self.target) < num_tasks:
+                raise ValueError(f"target index {self.target} out of range for {num_tasks} tasks")
+            self.target_index = int(self.target)
+        # (T, G) moving averages of per-group gradient norms; G is known at the first step.
+        self.register_buffer("norm_average", torch.zeros(num_tasks, 0))
+
+
+    def direction(
+        self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        sizes = [jacobian.shape[1]] if segments is None else [int(s) for s in segments]
+        if sum(sizes) != jacobian.shape[1]:
+            raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {jacobian.shape[1]} columns")
+        group_of_column = torch.repeat_interleave(
+            torch.arange(len(sizes), device=jacobian.device), torch.tensor(sizes, device=jacobian.device)
+        )
+        sq = jacobian.new_zeros(jacobian.shape[0], len(sizes)).index_add_(1, group_of_column, jacobian.square())
+        norms = sq.sqrt()
+        if self.norm_average.shape[1] == 0:
+            self.norm_average = torch.zeros_like(norms)
+        elif self.norm_average.shape[1] != len(sizes):
+            raise ValueError(
+                f"MetaBalance's norm averages are for {self.norm_average.shape[1]} parameter groups, this step has "
+                f"{len(sizes)}; the shared parameters (or the level) changed since the first step"
+            )
+        self.norm_average = self.beta * self.norm_average.to(norms) + (1.0 - self.beta) * norms
+        scale = self.scales(self.norm_average)
+        return (scale[:, group_of_column] * jacobian).sum(0)
+
+    def scales(self, averages: torch.Tensor) -> torch.Tensor:
+        """``T×G`` factors ``r m_target/m_i + 1 − r`` (1 for the target, for unadapted and for
+        zero-norm groups)."""
+        target = averages[self.target_index].unsqueeze(0)
+        positive = averages > 0
+        ratio = torch.where(positive, target / torch.where(positive, averages, torch.ones_like(averages)), 1.0)
+        adapt = positive
+        if self.strategy == "reduce":
+            adapt = adapt & (averages > target)
+        elif self.strategy == "enlarge":
+            adapt = adapt & (averages < target)
+        factor = torch.where(adapt, self.relax_factor * ratio + (1.0 - self.relax_factor), torch.ones_like(ratio))
+        factor[self.target_index] = 1.0
+        return factor

@@ -1,0 +1,131 @@
+"""MoCo: multi-objective gradient correction with tracked gradients and a moving λ.
+
+Fernando, Shen, Liu, Chaudhury, Murugesan, Chen, "Mitigating Gradient Bias in Multi-objective
+Learning: A Provably Convergent Approach", ICLR 2023, Alg. 1. With the step ``k``
+(from 1), ``β_k = β / k^{σ_β}`` and ``γ_k = γ / k^{σ_γ}``:
+
+    Y ← Y − β_k (Y − H)                        tracked task gradients (T×d), H the step's gradients
+    λ ← Π(λ − γ_k (Y Yᵀ + ρ I) λ)              λ on the simplex, from 1/T
+    update = Yᵀ λ
+
+Heads get their plain task gradients.
+
+Two variants, both switchable:
+
+* ``projection="softmax"`` with ``gradient_normalization="loss"`` (default): the authors' shared
+  code as released in LibMTL ("implemented based on the author's sharing code"), which maps
+  ``λ`` back with a softmax and feeds ``H_i = L_i g_i / ‖g_i‖``. The defaults ``β = 0.5``,
+  ``σ_β = 0.5``, ``γ = 0.1``, ``σ_γ = 0.5``, ``ρ = 0`` belong to that code.
+* ``projection="simplex"`` with ``gradient_normalization="none"``: Alg. 1 as printed (Euclidean
+  projection onto the simplex, raw gradients). The paper's optional projection of ``Y`` onto a
+  ball of radius ``L_i`` is not implemented (the released code does not use it either).
+
+A zero gradient is left as zero by the normalisation (no division by 0), and the scale is the loss
+magnitude ``|L_i|`` so that a log-transformed (possibly negative) loss cannot flip a gradient.
+
+Level: parameters only. ``Y`` tracks each gradient coordinate across steps; at representation
+level the coordinates are entries of ``Z`` for different samples in different batches (and the
+size changes with the batch), so tracking them has no meaning and the level is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from repmtl.methods.base import Method, register
+
+
+@register
+class MoCo(Method):
+    name = "moco"
+    needs = "jacobian"
+    lazy_state = ('tracked',)
+    family = "gradient manipulation"
+    levels = ("parameters",)
+    weights_heads = False
+    description = "Tracked task gradients Y and a moving simplex weight lambda; update Y^T lambda"
+    reference = "Fernando et al., ICLR 2023, Alg. 1"
+
+    def __init__(
+        self,
+        beta: float = 0.5,
+        beta_sigma: float = 0.5,
+        gamma: float = 0.1,
+        gamma_sigma: float = 0.5,
+        rho: float = 0.0,
+        projection: Literal["softmax", "simplex"] = "softmax",
+        gradient_normalization: Literal["loss", "none"] = "loss",
+    ) -> None:
+        super().__init__()
+        if not 0.0 < beta <= 1.0:
+            raise ValueError(f"beta must be in (0, 1], got {beta}")
+        if gamma < 0 or rho < 0 or beta_sigma < 0 or gamma_sigma < 0:
+            raise ValueError("gamma, rho and the decay exponents must be non-negative")
+        if projection not in ("softmax", "simplex"):
+            raise ValueError(f"projection must be 'softmax' or 'simplex', got {projection!r}")
+        if gradient_normalization not in ("loss", "none"):
+            raise ValueError(f"gradient_normalization must be 'loss' or 'none', got {gradient_normalization!r}")
+        self.beta, self.beta_sigma = beta, beta_sigma
+        self.gamma, self.gamma_sigma = gamma, gamma_sigma
+        self.rho = rho
+        self.projection = projection
+        self.gradient_normalization = gradient_normalization
+
+    def setup(self, num_tasks: int) -> None:
+        self.register_buffer("tracked", torch.zeros(num_tasks, 0))  # Y, (T, d) from the first step
+        self.register_buffer("lambd", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
+        self.steps = 0
+
+
+    def get_extra_state(self) -> dict:
+        return {**super().get_extra_state(), "steps": self.steps}
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.steps = int(state["steps"])
+
+    def direction(
+        self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        if self.tracked.shape[1] == 0:
+            self.tracked = torch.zeros_like(jacobian)
+        elif self.tracked.shape != jacobian.shape:
+            raise ValueError(
+                f"MoCo tracks gradients of shape {tuple(self.tracked.shape)}, this step's Jacobian is "
+                f"{tuple(jacobian.shape)}; the shared parameters changed since the first step"
+            )
+        self.steps += 1
+        beta_k = self.beta / self.steps**self.beta_sigma
+        gamma_k = self.gamma / self.steps**self.gamma_sigma
+        observed = jacobian
+        if self.gradient_normalization == "loss":
+            norms = jacobian.norm(dim=1, keepdim=True)
+            safe = torch.where(norms > 0, norms, torch.ones_like(norms))
+            unit = torch.where(norms > 0, jacobian / safe, torch.zeros_like(jacobian))
+            observed = unit * losses.to(jacobian).abs().unsqueeze(1)
+        self.tracked = self.tracked.to(jacobian) - beta_k * (self.tracked.to(jacobian) - observed)
+
+        gram = (self.tracked @ self.tracked.T).to(torch.float64)  # Y Yᵀ, T×T
+        lambd = self.lambd.to(gram.device)
+        step = gram @ lambd + self.rho * lambd
+        moved = lambd - gamma_k * step
+        self.lambd = torch.softmax(moved, dim=0) if self.projection == "softmax" else project_to_simplex(moved)
+        self.info = {"lambda": self.lambd.detach()}
+        return self.lambd.to(jacobian.dtype) @ self.tracked
+
+
+def project_to_simplex(vector: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection onto ``{x ≥ 0, Σx = 1}`` (sort-based; Held et al. 1974 / Duchi et al.
+    2008), on the vector's device without a host sync. Non-finite input gives the uniform point."""
+    n = vector.numel()
+    finite = torch.isfinite(vector).all()
+    v = torch.where(finite, vector, torch.zeros_like(vector))
+    ordered, _ = torch.sort(v, descending=True)
+    cumulative = torch.cumsum(ordered, 0) - 1.0
+    index = torch.arange(1, n + 1, dtype=v.dtype, device=v.device)
+    support = (ordered - cumulative / index > 0).sum()  # ≥ 1 always
+    theta = cumulative.gather(0, (support - 1).unsqueeze(0)) / support.to(v.dtype)
+    return (v - theta).clamp_min(0.0)
