@@ -65,6 +65,7 @@ def train(
     data_root: Annotated[Optional[Path], typer.Option(help="Dataset folder (NYUv2, Cityscapes, ...).")] = None,
     encoder: Annotated[Optional[str], typer.Option(help="Encoder, e.g. resnet50 | resnet18.")] = None,
     pretrained: Annotated[Optional[Path], typer.Option(help="Local ImageNet weights file for the encoder.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="Benchmark option KEY=VALUE (repeatable), e.g. classes=19.")] = None,
     diagnostics: Annotated[Optional[str], typer.Option(help="Log imbalance diagnostics every=N steps (and power-law α per epoch); ,level=representation measures every method alike.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in the output folder.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start again even if the run folder holds a run.")] = False,
@@ -91,7 +92,8 @@ def train(
         loss_transform=loss_transform, single_task=single_task, seed=seed, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
         out=str(out_dir), name=name, data_root=str(data_root) if data_root else None, encoder=encoder,
-        pretrained=str(pretrained) if pretrained else None, diagnostics_every=diagnostics_every,
+        pretrained=str(pretrained) if pretrained else None, options=_parse_assignments(option, "--option"),
+        diagnostics_every=diagnostics_every,
         diagnostics_level=diagnostics_level,
         log_every=log_every, num_workers=num_workers, progress=progress,
     )

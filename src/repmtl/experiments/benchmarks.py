@@ -69,6 +69,14 @@ class Benchmark:
     multi_input: bool = False
     needs_data_root: bool = False
     encoders: tuple[str, ...] = ()
+    #: the keys of ``BuildOptions.extra`` (``--option KEY=VALUE``) the preset reads
+    options: tuple[str, ...] = ()
+
+    def check_options(self, extra: Mapping[str, object]) -> None:
+        unknown = sorted(set(extra) - set(self.options))
+        if unknown:
+            accepted = ", ".join(self.options) if self.options else "none"
+            raise ValueError(f"benchmark {self.name!r} has no option(s) {unknown}; it accepts: {accepted}")
 
 
 _BENCHMARKS: dict[str, Benchmark] = {}

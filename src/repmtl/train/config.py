@@ -39,6 +39,8 @@ class TrainConfig:
     data_root: str | None = None
     encoder: str | None = None
     pretrained: str | None = None
+    #: benchmark-specific options (``--option KEY=VALUE``), e.g. Cityscapes ``classes=19``
+    options: dict[str, Any] = field(default_factory=dict)
     diagnostics_every: int | None = None
     #: "auto" (reuse the method's Gramian) or "representation" (comparable across methods)
     diagnostics_level: str = "auto"
@@ -77,6 +79,6 @@ class TrainConfig:
     def budget_key(self) -> str:
         """A short hash of what makes two runs' training budgets comparable (for STL caching)."""
         keys = ("benchmark", "seed", "epochs", "max_steps", "batch_size", "lr", "weight_decay",
-                "data_root", "encoder", "pretrained")
+                "data_root", "encoder", "pretrained", "options")
         blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]

@@ -58,7 +58,10 @@ def run_experiment(
     from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
 
     bench = get_benchmark(config.benchmark)
-    task_names = [t.name for t in bench.tasks(BuildOptions(data_root=Path(config.data_root) if config.data_root else None))]
+    options = BuildOptions(data_root=Path(config.data_root) if config.data_root else None, encoder=config.encoder,
+                           seed=config.seed, extra=dict(config.options))
+    bench.check_options(config.options)
+    task_names = [t.name for t in bench.tasks(options)]
     stl = {t: ensure_baseline(config, t, console) for t in task_names} if baselines else {}
     baseline_val = {t: r.val[t] for t, r in stl.items()} if stl else None
     run = train(config, resume=resume, overwrite=overwrite, baseline_val=baseline_val, console=console)
@@ -67,25 +70,30 @@ def run_experiment(
 
 
 def results_table(result: ExperimentResult) -> Table:
-    """Test metrics of the STL baselines and the run, with Δp_task and Δp_metric."""
+    """Test metrics (one row per task metric) of the STL baselines and the run, each metric's
+    signed relative change, and Δp_task / Δp_metric."""
     run = result.run
-    columns = [(t, m) for t in run.tasks for m in run.test[t]]
-    arrows = {(t, m): "↓" if run.lower_is_better[t][m] else "↑" for t, m in columns}
-    title = f"{run.config.benchmark}: test metrics at the epoch selected on validation"
-    table = Table(title=title)
-    table.add_column("run")
-    for t, m in columns:
-        table.add_column(f"{t}/{m}{arrows[(t, m)]}", justify="right")
-    table.add_column("Δp_task %", justify="right")
-    table.add_column("Δp_metric %", justify="right")
-    if result.baselines:
-        table.add_row("STL", *(f"{result.baseline_test[t][m]:.4g}" for t, m in columns), "0", "0")
-    name = run.config.run_name()
     imp = result.improvement
-    table.add_row(
-        name,
-        *(f"{run.test[t][m]:.4g}" for t, m in columns),
-        f"{imp.task:+.2f}" if imp else "n/a",
-        f"{imp.metric:+.2f}" if imp else "n/a",
-    )
+    table = Table(title=f"{run.config.benchmark}: test metrics at the epoch selected on validation")
+    table.add_column("task / metric")
+    if result.baselines:
+        table.add_column("STL", justify="right")
+    table.add_column(run.config.run_name(), justify="right")
+    if imp:
+        table.add_column("Δ % (± better)", justify="right")
+    for task in run.tasks:
+        for metric, value in run.test[task].items():
+            arrow = "↓" if run.lower_is_better[task][metric] else "↑"
+            row = [f"{task} / {metric} {arrow}"]
+            if result.baselines:
+                row.append(f"{result.baseline_test[task][metric]:.4g}")
+            row.append(f"{value:.4g}")
+            if imp:
+                row.append(f"{imp.per_metric[task][metric]:+.2f}")
+            table.add_row(*row)
+    if imp:
+        blanks = [""] * (2 if result.baselines else 1)
+        table.add_section()
+        table.add_row("Δp_task %", *blanks, f"{imp.task:+.2f}")
+        table.add_row("Δp_metric %", *blanks, f"{imp.metric:+.2f}")
     return table

@@ -102,7 +102,9 @@ class Trainer:
             encoder=config.encoder,
             seed=config.seed,
             pretrained=Path(config.pretrained) if config.pretrained else None,
+            extra=dict(config.options),
         )
+        bench.check_options(config.options)
         defaults = bench.defaults
         self.epochs = config.epochs if config.epochs is not None else defaults.epochs
         self.batch_size = config.batch_size or defaults.batch_size
