@@ -65,3 +65,19 @@ def test_report_on_a_folder_without_logs(tmp_path):
 def test_bad_diagnostics_spec(tmp_path):
     result = runner.invoke(app, ["train", "--out", str(tmp_path), "--diagnostics", "often"])
     assert result.exit_code == 2 and "every=N" in result.output
+
+
+def test_compare_lists_runs_side_by_side(tmp_path):
+    base = ["train", "--out", str(tmp_path), "--epochs", "1", "--max-steps", "2", "--no-progress"]
+    assert runner.invoke(app, base).exit_code == 0
+    assert runner.invoke(app, base + ["--method", "gls"]).exit_code == 0
+    runs = [str(tmp_path / "multidigits" / name) for name in ("ew-seed0", "gls-seed0")]
+    result = runner.invoke(app, ["compare", *runs])
+    assert result.exit_code == 0, result.output
+    assert "ew-seed0" in result.stdout and "gls-seed0" in result.stdout and "STL" in result.stdout
+    assert result.stdout.count("Δp_task") == 1
+
+
+def test_compare_refuses_unfinished_runs(tmp_path):
+    result = runner.invoke(app, ["compare", str(tmp_path)])
+    assert result.exit_code == 2 and "results.json" in result.output

@@ -138,6 +138,22 @@ def list_benchmarks() -> None:
 
 
 @app.command()
+def compare(run_dirs: Annotated[list[Path], typer.Argument(help="Finished run folders of one benchmark.")]) -> None:
+    """Print finished runs side by side with their single-task baselines and Δp."""
+    from repmtl.train.experiment import comparison_table, load_experiment
+
+    missing = [str(d) for d in run_dirs if not (d / "results.json").exists()]
+    if missing:
+        err.print(f"[red]error:[/] no results.json in {missing}: are these finished runs?")
+        raise typer.Exit(2)
+    try:
+        out.print(comparison_table([load_experiment(d) for d in run_dirs]))
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<benchmark>/<run>).")]) -> None:
     """Write plots (training dynamics, diagnostics, power-law α) and a Markdown summary of a run."""
     from repmtl.experiments.report import write_report
