@@ -54,7 +54,7 @@ def main() -> None:
 
         timings = {
             "sum": median_seconds(lambda: state["losses"].sum().backward(), forward, repeats=args.repeats, device=device),
-            "vmap": median_seconds(lambda: parameter_jacobian(state["losses"], shared), forward, repeats=args.repeats, device=device),
+            "vmap": median_seconds(lambda: parameter_jacobian(state["losses"], shared, vectorize=True), forward, repeats=args.repeats, device=device),
             "loop": median_seconds(
                 lambda: parameter_jacobian(state["losses"], shared, vectorize=False), forward, repeats=args.repeats, device=device
             ),

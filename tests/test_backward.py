@@ -73,12 +73,13 @@ def test_ew_equals_plain_backward_of_the_sum(model, batch):
 
 @pytest.mark.parametrize("level", ["parameters", "representation"])
 @pytest.mark.parametrize("weights_heads", [True, False])
-def test_gramian_method_applies_weights(model, batch, level, weights_heads):
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_gramian_method_applies_weights(model, batch, level, weights_heads, vectorize):
     ref = _per_task_grads(model, batch)
     alpha = [0.3, 1.7]
     method = FixedWeights(alpha, weights_heads).bind(model.task_names)
     out, losses = tiny_losses(model, batch)
-    repmtl.backward(losses, representation=out.representation, method=method, level=level)
+    repmtl.backward(losses, representation=out.representation, method=method, level=level, vectorize=vectorize)
 
     expected_shared = [alpha[0] * a + alpha[1] * b for a, b in zip(ref["t0"][0], ref["t1"][0])]
     _assert_all_close(_grads(model.shared_parameters()), expected_shared)
@@ -96,11 +97,12 @@ def test_gramian_method_applies_weights(model, batch, level, weights_heads):
 
 
 @pytest.mark.parametrize("level", ["parameters", "representation"])
-def test_direction_method_sets_encoder_update(model, batch, level):
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_direction_method_sets_encoder_update(model, batch, level, vectorize):
     ref = _per_task_grads(model, batch)
     out, losses = tiny_losses(model, batch)
     method = SumDirection()
-    repmtl.backward(losses, representation=out.representation, method=method, level=level)
+    repmtl.backward(losses, representation=out.representation, method=method, level=level, vectorize=vectorize)
     expected_shared = [2 * (a + b) for a, b in zip(ref["t0"][0], ref["t1"][0])]
     _assert_all_close(_grads(model.shared_parameters()), expected_shared)
     for t in model.task_names:

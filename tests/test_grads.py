@@ -12,7 +12,7 @@ def test_parameter_jacobian_vectorised_equals_loop(num_tasks):
     _, losses = tiny_losses(model, x)
     stacked = torch.stack(list(losses.values()))
     params = list(model.shared_parameters())
-    fast = G.parameter_jacobian(stacked, params)
+    fast = G.parameter_jacobian(stacked, params, vectorize=True)
     slow = G.parameter_jacobian(stacked, params, vectorize=False)
     manual = torch.stack(
         [torch.cat([g.flatten() for g in torch.autograd.grad(l, params, retain_graph=True)]) for l in losses.values()]
@@ -35,7 +35,7 @@ def test_saliency_equals_loop_and_keeps_graph(model, batch):
     out, losses = tiny_losses(model, batch)
     stacked = torch.stack(list(losses.values()))
     z = out.representation
-    sal = G.saliency(stacked, z, create_graph=True)
+    sal = G.saliency(stacked, z, create_graph=True, vectorize=True)
     loop = torch.stack([torch.autograd.grad(l, z, retain_graph=True)[0] for l in losses.values()])
     assert sal.shape == (2, *z.shape)
     torch.testing.assert_close(sal, loop)
@@ -69,3 +69,9 @@ def test_leaves_between_stops_at_representation(model, batch):
     assert {id(p) for p in heads} == {id(p) for p in model.task_parameters()}
     encoder = G.leaves_between([out.representation], stop=[])
     assert {id(p) for p in encoder} == {id(p) for p in model.shared_parameters()}
+
+
+def test_auto_vectorisation_picks_the_loop_on_cpu():
+    assert not G.use_vmap(None, torch.zeros(1))
+    assert G.use_vmap(None, torch.zeros(1, device="meta"))
+    assert G.use_vmap(True, torch.zeros(1)) and not G.use_vmap(False, torch.zeros(1, device="meta"))

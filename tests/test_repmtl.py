@@ -175,6 +175,7 @@ def _reference_grads(model, x, weights, regularizer, transform):
     return torch.autograd.grad(objective, params)
 
 
+@pytest.mark.parametrize("vectorize", [True, False])
 @pytest.mark.parametrize(
     "kwargs, transform",
     [
@@ -185,14 +186,14 @@ def _reference_grads(model, x, weights, regularizer, transform):
         (dict(include_positive=True), "none"),
     ],
 )
-def test_backward_equals_end_to_end_autograd(kwargs, transform, batch):
+def test_backward_equals_end_to_end_autograd(kwargs, transform, vectorize, batch):
     model = tiny_model(batchnorm=False)
     regularizer = RepMTL(**kwargs)
     expected = _reference_grads(model, batch, torch.ones(2, dtype=torch.float64), regularizer, transform)
     model.zero_grad()
     out, losses = tiny_losses(model, batch)
     record = repmtl.backward(losses, representation=out.representation, method="ew",
-                             regularizers=[regularizer], loss_transform=transform, eps=0.0)
+                             regularizers=[regularizer], loss_transform=transform, eps=0.0, vectorize=vectorize)
     for p, e in zip(model.parameters(), expected, strict=True):
         torch.testing.assert_close(p.grad, e)
     assert set(record.penalties) == {n for n, on in (("tsr", regularizer.use_tsr), ("csa", regularizer.use_csa)) if on}

@@ -58,6 +58,7 @@ def backward(
     eps: float = 1e-8,
     check_finite: bool = True,
     keep_saliency: bool = False,
+    vectorize: bool | None = None,
 ) -> BackwardRecord:
     """Accumulate the multi-task gradients of one step into ``.grad``.
 
@@ -77,6 +78,8 @@ def backward(
             ``None``: the method's own ``loss_transform`` (``"none"`` for most).
         check_finite: raise, naming the task, on a non-finite loss (one host sync per call).
         keep_saliency: return ``S`` in the record (for diagnostics).
+        vectorize: task gradients from one ``vmap`` backward (``True``) or a python loop
+            (``False``); ``None`` picks per device (``repmtl.grads``: the loop on CPU).
     """
     names, raw = _stack_losses(losses)
     method = _resolve_method(method, names)
@@ -109,7 +112,7 @@ def backward(
 
     sal: torch.Tensor | None = None
     if needs_graph or needs_representation_grads or keep_saliency:
-        sal = G.saliency(task_losses, reps_arg, create_graph=needs_graph)
+        sal = G.saliency(task_losses, reps_arg, create_graph=needs_graph, vectorize=vectorize)
     multi_input = isinstance(representation, Mapping)
     penalties: list[Penalty] = [p for r in regularizers for p in r(sal, task_losses, multi_input=multi_input)]
 
@@ -122,7 +125,7 @@ def backward(
         if level == "parameters":
             shared = _shared_parameters(shared_params, reps)
             params = shared if method.scope == "all" else _last_layer(reps, shared)
-            jac = G.parameter_jacobian(task_losses, params)
+            jac = G.parameter_jacobian(task_losses, params, vectorize=vectorize)
             segments: list[int] | None = [p.numel() for p in params]
         else:
             jac = G.representation_jacobian(sal.detach())
@@ -160,7 +163,7 @@ def backward(
     else:
         encoder_grad = _apply_split(
             head_part, penalty_part, reps, shared_params, method, level,
-            weights.detach() if weights is not None else None, direction, sal, task_losses, shared,
+            weights.detach() if weights is not None else None, direction, sal, task_losses, shared, vectorize,
         )
         if encoder_grad is not None:
             torch.autograd.backward(reps, encoder_grad)
@@ -191,13 +194,14 @@ def _apply_split(
     sal: torch.Tensor | None,
     task_losses: torch.Tensor,
     shared: list[torch.Tensor] | None,
+    vectorize: bool | None,
 ) -> list[torch.Tensor] | None:
     """Heads (and the method's own parameters) get the gradient of ``head_part`` plus the
     penalties; the encoder's incoming gradient is built from the method's result. Returns the
     gradient for each representation tensor, or ``None`` when the encoder gets nothing more."""
     encoder_from_parameters = direction is not None and level == "parameters"
     if not encoder_from_parameters and sal is None:
-        sal = G.saliency(task_losses, reps if len(reps) > 1 else reps[0])
+        sal = G.saliency(task_losses, reps if len(reps) > 1 else reps[0], vectorize=vectorize)
     roots = [head_part] if penalty_part is None else [head_part, penalty_part]
     leaves = G.leaves_between(roots, stop=reps)
     if shared is not None:
