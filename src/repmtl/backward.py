@@ -81,7 +81,8 @@ def backward(
         vectorize: task gradients from one ``vmap`` backward (``True``) or a python loop
             (``False``); ``None`` picks per device (``repmtl.grads``: the loop on CPU).
     """
-    names, raw = _stack_losses(losses)
+    names, raw_terms = _loss_terms(losses)
+    raw = torch.stack(raw_terms)
     method = _resolve_method(method, names)
     if loss_transform is None:
         loss_transform = method.loss_transform
@@ -90,7 +91,9 @@ def backward(
             f"method {method.name!r} defines its weights on {method.loss_transform!r}-transformed losses; "
             f"loss_transform={loss_transform!r} would silently change them"
         )
-    task_losses = _transform(raw, loss_transform, eps)
+    # Separate per-task terms: a backward from one of them meets only its own head (grads._terms).
+    terms = [_transform(term, loss_transform, eps) for term in raw_terms]
+    task_losses = torch.stack(terms)
     if check_finite:
         _check_finite(names, raw, task_losses, loss_transform)
 
@@ -112,7 +115,7 @@ def backward(
 
     sal: torch.Tensor | None = None
     if needs_graph or needs_representation_grads or keep_saliency:
-        sal = G.saliency(task_losses, reps_arg, create_graph=needs_graph, vectorize=vectorize)
+        sal = G.saliency(terms, reps_arg, create_graph=needs_graph, vectorize=vectorize)
     multi_input = isinstance(representation, Mapping)
     penalties: list[Penalty] = [p for r in regularizers for p in r(sal, task_losses, multi_input=multi_input)]
 
@@ -125,7 +128,7 @@ def backward(
         if level == "parameters":
             shared = _shared_parameters(shared_params, reps)
             params = shared if method.scope == "all" else _last_layer(reps, shared)
-            jac = G.parameter_jacobian(task_losses, params, vectorize=vectorize)
+            jac = G.parameter_jacobian(terms, params, vectorize=vectorize)
             segments: list[int] | None = [p.numel() for p in params]
         else:
             jac = G.representation_jacobian(sal.detach())
@@ -163,7 +166,7 @@ def backward(
     else:
         encoder_grad = _apply_split(
             head_part, penalty_part, reps, shared_params, method, level,
-            weights.detach() if weights is not None else None, direction, sal, task_losses, shared, vectorize,
+            weights.detach() if weights is not None else None, direction, sal, terms, shared, vectorize,
         )
         if encoder_grad is not None:
             torch.autograd.backward(reps, encoder_grad)
@@ -192,7 +195,7 @@ def _apply_split(
     weights: torch.Tensor | None,
     direction: torch.Tensor | None,
     sal: torch.Tensor | None,
-    task_losses: torch.Tensor,
+    terms: list[torch.Tensor],
     shared: list[torch.Tensor] | None,
     vectorize: bool | None,
 ) -> list[torch.Tensor] | None:
@@ -201,7 +204,7 @@ def _apply_split(
     gradient for each representation tensor, or ``None`` when the encoder gets nothing more."""
     encoder_from_parameters = direction is not None and level == "parameters"
     if not encoder_from_parameters and sal is None:
-        sal = G.saliency(task_losses, reps if len(reps) > 1 else reps[0], vectorize=vectorize)
+        sal = G.saliency(terms, reps if len(reps) > 1 else reps[0], vectorize=vectorize)
     roots = [head_part] if penalty_part is None else [head_part, penalty_part]
     leaves = G.leaves_between(roots, stop=reps)
     if shared is not None:
@@ -248,7 +251,7 @@ def _accumulate(tensors: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | 
         tensor.grad = grad.detach() if tensor.grad is None else tensor.grad + grad.detach()
 
 
-def _stack_losses(losses: Mapping[str, torch.Tensor]) -> tuple[tuple[str, ...], torch.Tensor]:
+def _loss_terms(losses: Mapping[str, torch.Tensor]) -> tuple[tuple[str, ...], list[torch.Tensor]]:
     if not isinstance(losses, Mapping) or not losses:
         raise TypeError("losses must be a non-empty mapping task name -> scalar loss tensor")
     values = []
@@ -260,7 +263,7 @@ def _stack_losses(losses: Mapping[str, torch.Tensor]) -> tuple[tuple[str, ...], 
         if not loss.requires_grad:
             raise ValueError(f"loss of task {name!r} does not require grad (computed under no_grad or detached?)")
         values.append(loss.reshape(()))
-    return tuple(losses), torch.stack(values)
+    return tuple(losses), values
 
 
 def _transform(raw: torch.Tensor, transform: str, eps: float) -> torch.Tensor:

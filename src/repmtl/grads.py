@@ -31,10 +31,6 @@ def use_vmap(vectorize: bool | None, like: torch.Tensor) -> bool:
     return like.device.type != "cpu" if vectorize is None else vectorize
 
 
-def _identity_like(losses: torch.Tensor) -> torch.Tensor:
-    return torch.eye(losses.numel(), dtype=losses.dtype, device=losses.device)
-
-
 def flatten_grads(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor], rows: int) -> torch.Tensor:
     """Concatenate per-parameter batched gradients ``(rows, *p.shape)`` into ``(rows, d)``;
     ``None`` (a parameter the losses do not reach) becomes zeros."""
@@ -53,41 +49,59 @@ def unflatten_like(vector: torch.Tensor, params: Sequence[torch.Tensor]) -> list
     return [chunk.view_as(p) for chunk, p in zip(vector.split(sizes), params, strict=True)]
 
 
+Losses = torch.Tensor | Sequence[torch.Tensor]
+
+
+def _terms(losses: Losses) -> list[torch.Tensor]:
+    """Per-task scalar losses. Prefer passing the separate tensors: a backward started from an
+    element of a *stacked* tensor also traverses every other task's head (with zero gradients),
+    ``T`` times the heads' work; from the separate tensors each pass meets only its own head."""
+    if isinstance(losses, torch.Tensor):
+        return list(losses.reshape(-1).unbind())
+    terms = list(losses)
+    if not terms:
+        raise ValueError("need at least one loss")
+    return terms
+
+
+def _batched_grad(terms: list[torch.Tensor], inputs: Sequence[torch.Tensor], create_graph: bool):
+    """All ``T`` rows of the task Jacobian w.r.t. ``inputs`` from one ``vmap`` backward."""
+    eye = torch.eye(len(terms), dtype=terms[0].dtype, device=terms[0].device)
+    return torch.autograd.grad(
+        terms,
+        inputs,
+        grad_outputs=[eye[t].reshape(len(terms), *terms[t].shape) for t in range(len(terms))],
+        is_grads_batched=True,
+        retain_graph=True,
+        create_graph=create_graph,
+        allow_unused=True,
+    )
+
+
 def parameter_jacobian(
-    losses: torch.Tensor,
+    losses: Losses,
     params: Sequence[torch.Tensor],
     *,
-    retain_graph: bool = True,
     create_graph: bool = False,
     vectorize: bool | None = None,
 ) -> torch.Tensor:
-    """``J = [∇θ L_1 … ∇θ L_T]ᵀ`` of shape ``(T, d)`` for the stacked losses ``(T,)``."""
+    """``J = [∇θ L_1 … ∇θ L_T]ᵀ`` of shape ``(T, d)`` for ``T`` scalar losses (separate tensors,
+    or stacked ``(T,)``). The graph is kept for the step's final backward."""
     params = list(params)
     if not params:
         raise ValueError("parameter_jacobian needs at least one parameter")
-    num_tasks = losses.numel()
-    if use_vmap(vectorize, losses):
-        grads = torch.autograd.grad(
-            losses,
-            params,
-            grad_outputs=_identity_like(losses),
-            is_grads_batched=True,
-            retain_graph=retain_graph or create_graph,
-            create_graph=create_graph,
-            allow_unused=True,
-        )
-        return flatten_grads(grads, params, num_tasks)
+    terms = _terms(losses)
+    if use_vmap(vectorize, terms[0]):
+        return flatten_grads(_batched_grad(terms, params, create_graph), params, len(terms))
     rows = []
-    for t in range(num_tasks):
-        grads = torch.autograd.grad(
-            losses[t], params, retain_graph=True, create_graph=create_graph, allow_unused=True
-        )
+    for term in terms:
+        grads = torch.autograd.grad(term, params, retain_graph=True, create_graph=create_graph, allow_unused=True)
         rows.append(flatten_grads(grads, params, 1))
     return torch.cat(rows, dim=0)
 
 
 def saliency(
-    losses: torch.Tensor,
+    losses: Losses,
     representation: torch.Tensor | Sequence[torch.Tensor],
     *,
     create_graph: bool = False,
@@ -95,36 +109,34 @@ def saliency(
 ) -> torch.Tensor:
     """Task saliency ``S_t = ∂L_t/∂Z`` stacked to ``(T, *Z.shape)`` (SPEC §1, §2.1).
 
-    ``representation`` is one tensor ``Z`` shared by all tasks, or a sequence of ``T``
-    tensors ``Z_t`` (multi-input data: ``L_t`` depends on ``Z_t`` only). In the multi-input
-    case one backward of ``Σ_t L_t`` yields every ``∂L_t/∂Z_t`` at once, since the tasks'
-    graphs are disjoint above the encoder; the ``Z_t`` must then share one shape.
-    With ``create_graph=True`` the result is differentiable (for Rep-MTL's regularisers).
+    ``losses``: ``T`` scalar losses (separate tensors, or stacked ``(T,)``). ``representation``
+    is one tensor ``Z`` shared by all tasks, or a sequence of ``T`` tensors ``Z_t``
+    (multi-input data: ``L_t`` depends on ``Z_t`` only). In the multi-input case one backward of
+    ``Σ_t L_t`` yields every ``∂L_t/∂Z_t`` at once, since the tasks' graphs are disjoint above
+    the encoder; the ``Z_t`` must then share one shape. With ``create_graph=True`` the result
+    is differentiable (for Rep-MTL's regularisers).
     """
+    terms = _terms(losses)
     if isinstance(representation, torch.Tensor):
-        if not use_vmap(vectorize, losses):
-            rows = [
-                torch.autograd.grad(losses[t], representation, retain_graph=True, create_graph=create_graph)[0]
-                for t in range(losses.numel())
-            ]
-            return torch.stack(rows)
-        (grad,) = torch.autograd.grad(
-            losses,
-            representation,
-            grad_outputs=_identity_like(losses),
-            is_grads_batched=True,
-            retain_graph=True,
-            create_graph=create_graph,
-        )
-        return grad
+        if use_vmap(vectorize, terms[0]):
+            (grad,) = _batched_grad(terms, [representation], create_graph)
+            return grad if grad is not None else representation.new_zeros(len(terms), *representation.shape)
+        rows = [
+            torch.autograd.grad(term, representation, retain_graph=True, create_graph=create_graph, allow_unused=True)[0]
+            for term in terms
+        ]
+        return torch.stack([r if r is not None else torch.zeros_like(representation) for r in rows])
     reps = list(representation)
-    if len(reps) != losses.numel():
-        raise ValueError(f"{losses.numel()} losses but {len(reps)} representations")
+    if len(reps) != len(terms):
+        raise ValueError(f"{len(terms)} losses but {len(reps)} representations")
     shapes = {tuple(z.shape) for z in reps}
     if len(shapes) != 1:
         raise ValueError(f"per-task representations must share one shape to be stacked, got {sorted(shapes)}")
-    grads = torch.autograd.grad(losses.sum(), reps, retain_graph=True, create_graph=create_graph)
-    return torch.stack(grads)
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    grads = torch.autograd.grad(total, reps, retain_graph=True, create_graph=create_graph, allow_unused=True)
+    return torch.stack([g if g is not None else torch.zeros_like(z) for g, z in zip(grads, reps)])
 
 
 def representation_jacobian(saliencies: torch.Tensor) -> torch.Tensor:
