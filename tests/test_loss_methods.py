@@ -89,3 +89,16 @@ def test_dwa_state_round_trip():
 def test_create_rejects_unknown_hyper_parameters():
     with pytest.raises(TypeError, match="accepts \\['temperature'\\]"):
         methods.create("dwa", temp=1.0)
+
+
+def test_fixed_weights_by_order_and_by_name():
+    torch.testing.assert_close(_bound("fixed", weights=[1, 2, 50]).weights(None, torch.ones(3)), torch.tensor([1.0, 2.0, 50.0]))
+    by_name = _bound("fixed", weights={"c": 3.0, "a": 1.0, "b": 0.5})
+    torch.testing.assert_close(by_name.weights(None, torch.ones(3)), torch.tensor([1.0, 0.5, 3.0]))
+
+
+@pytest.mark.parametrize("weights, match", [([1, 2], "2 weights for 3 tasks"), ({"a": 1, "z": 2}, "missing"),
+                                             ([1, -1, 2], "non-negative"), (None, "needs weights")])
+def test_fixed_weights_errors(weights, match):
+    with pytest.raises(ValueError, match=match):
+        _bound("fixed", weights=weights)

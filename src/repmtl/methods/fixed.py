@@ -1,0 +1,47 @@
+"""Fixed task weights, e.g. the result of a grid search (SPEC §3; seed 002, Tables II and VI).
+
+``L = Σ_t w_t L_t`` with ``w`` given by the user, in task order or by task name. Seed 002's
+NYUD-v2 grid search, for instance, found ``(1, 1, 2, 50)`` for (seg, depth, normal, edge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from repmtl.methods.base import Method, register
+
+
+@register
+class FixedWeights(Method):
+    name = "fixed"
+    needs = "losses"
+    family = "loss scaling"
+    description = "Fixed task weights given by the user (e.g. grid-searched)"
+    reference = "Seed 002 (imbalance study), grid search, Tables II and VI"
+
+    def __init__(self, weights: Sequence[float] | Mapping[str, float] | None = None) -> None:
+        super().__init__()
+        if weights is None:
+            raise ValueError("fixed needs weights=[w_1, ..., w_T] or weights={task: w}")
+        values = list(weights.values()) if isinstance(weights, Mapping) else list(weights)
+        if not all(isinstance(w, (int, float)) and w >= 0 and w == w and w != float("inf") for w in values):
+            raise ValueError(f"weights must be finite and non-negative, got {values}")
+        self.given = dict(weights) if isinstance(weights, Mapping) else [float(w) for w in weights]
+
+    def setup(self, num_tasks: int) -> None:
+        if isinstance(self.given, dict):
+            missing = sorted(set(self.task_names) - set(self.given))
+            unknown = sorted(set(self.given) - set(self.task_names))
+            if missing or unknown:
+                raise ValueError(f"weights for tasks {list(self.task_names)}: missing {missing}, unknown {unknown}")
+            values = [float(self.given[t]) for t in self.task_names]
+        else:
+            if len(self.given) != num_tasks:
+                raise ValueError(f"{len(self.given)} weights for {num_tasks} tasks {list(self.task_names)}")
+            values = self.given
+        self.register_buffer("fixed", torch.tensor(values, dtype=torch.float32))
+
+    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fixed.to(device=losses.device, dtype=losses.dtype)
