@@ -55,6 +55,9 @@ class Method(nn.Module):
     wants_representation: ClassVar[bool] = False
     #: buffers whose shape is only known after the first step; loading a checkpoint reshapes them
     lazy_state: ClassVar[tuple[str, ...]] = ()
+    #: python scalars (step counters, flags) kept in the extra state: reading them needs no
+    #: host sync, and ``state_dict()`` still resumes them exactly
+    counters: ClassVar[tuple[str, ...]] = ()
     #: the optimizer the shared parameters need when the method is itself an optimizer
     #: (MTAdam: plain SGD on its step); ``None``: the trainer's optimizer
     shared_optimizer: ClassVar[str | None] = None
@@ -121,7 +124,7 @@ class Method(nn.Module):
         """Called after each training epoch (by the trainer, or by a custom loop)."""
 
     def get_extra_state(self) -> dict:
-        return {"task_names": self.task_names}
+        return {"task_names": self.task_names, **{name: getattr(self, name) for name in self.counters}}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # Bind an unbound method from the checkpoint before its per-task buffers load, and give
@@ -143,6 +146,8 @@ class Method(nn.Module):
             )
         if names is not None and self.task_names is None:
             self.bind(names)
+        for name in self.counters:
+            setattr(self, name, state[name])
 
     def extra_repr(self) -> str:
         return f"needs={self.needs}, tasks={self.task_names}"

@@ -34,7 +34,8 @@ from repmtl.methods.base import Method, register
 class DBMTL(Method):
     name = "db-mtl"
     needs = "jacobian"
-    lazy_state = ('grad_average',)
+    counters = ("steps",)
+    lazy_state = ("grad_average",)
     family = "hybrid"
     levels = ("parameters",)
     weights_heads = False
@@ -54,14 +55,6 @@ class DBMTL(Method):
     def setup(self, num_tasks: int) -> None:
         self.register_buffer("grad_average", torch.zeros(num_tasks, 0))  # ĝ, (T, d) from the first step
         self.steps = 0
-
-
-    def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "steps": self.steps}
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.steps = int(state["steps"])
 
     def direction(
         self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None

@@ -17,6 +17,7 @@ from repmtl.methods.base import Method, register
 class DynamicWeightAverage(Method):
     name = "dwa"
     needs = "losses"
+    counters = ("epochs_seen", "running_count")
     family = "loss scaling"
     description = "Dynamic weight average: weights from the ratio of the last two epoch losses"
     reference = "Liu et al., MTAN, CVPR 2019, Eq. 7"
@@ -51,10 +52,3 @@ class DynamicWeightAverage(Method):
         self.running_count = 0
         self.epochs_seen += 1
 
-    def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "epochs_seen": self.epochs_seen, "running_count": self.running_count}
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.epochs_seen = int(state["epochs_seen"])
-        self.running_count = int(state["running_count"])

@@ -42,6 +42,7 @@ from repmtl.methods.base import Method, register
 class FAMO(Method):
     name = "famo"
     needs = "losses"
+    counters = ("has_previous", "updates")
     family = "loss scaling"
     loss_transform = "log"
     #: proposed protocol hook: the weights are defined on log losses, so a caller-chosen
@@ -77,14 +78,6 @@ class FAMO(Method):
         self.register_buffer("previous", torch.zeros(num_tasks, **kw))  # log-losses of the last call
         self.has_previous = False
         self.updates = 0
-
-    def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "has_previous": self.has_previous, "updates": self.updates}
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.has_previous = bool(state["has_previous"])
-        self.updates = int(state["updates"])
 
     def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
         log_losses = losses.detach().to(torch.float64)

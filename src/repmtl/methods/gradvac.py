@@ -46,7 +46,7 @@ Granularity = Literal["tensor", "model"]
 class GradVac(Method):
     name = "gradvac"
     needs = "jacobian"
-    lazy_state = ('goal',)
+    lazy_state = ("goal",)
     family = "gradient manipulation"
     weights_heads = False
     description = "Gradient vaccine: raise pairwise gradient cosines to an EMA goal, per parameter tensor"
@@ -72,7 +72,6 @@ class GradVac(Method):
     def setup(self, num_tasks: int) -> None:
         # (T, T, G); G (the number of groups) is known at the first step.
         self.register_buffer("goal", torch.zeros(num_tasks, num_tasks, 0, dtype=torch.float64))
-
 
     def direction(
         self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None

@@ -28,6 +28,7 @@ from repmtl.methods.base import Method, register
 class IGBv1(Method):
     name = "igbv1"
     needs = "losses"
+    counters = ("epoch_count", "epoch", "has_base")
     family = "loss scaling"
     loss_transform = "log"
     #: proposed protocol hook: the weights are defined on log losses, so a caller-chosen
@@ -49,21 +50,6 @@ class IGBv1(Method):
         self.epoch_count = 0
         self.epoch = 0
         self.has_base = False
-
-
-    def get_extra_state(self) -> dict:
-        return {
-            **super().get_extra_state(),
-            "epoch_count": self.epoch_count,
-            "epoch": self.epoch,
-            "has_base": self.has_base,
-        }
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.epoch_count = int(state["epoch_count"])
-        self.epoch = int(state["epoch"])
-        self.has_base = bool(state["has_base"])
 
     def _record(self, raw: torch.Tensor) -> None:
         """Accumulate this epoch's raw losses (only the base epoch's are ever used)."""

@@ -37,7 +37,7 @@ Strategy = Literal["both", "reduce", "enlarge"]
 class MetaBalance(Method):
     name = "metabalance"
     needs = "jacobian"
-    lazy_state = ('norm_average',)
+    lazy_state = ("norm_average",)
     family = "gradient manipulation"
     weights_heads = False
     description = "Scale auxiliary-task gradients towards the target task's moving-average norm, per parameter tensor"
@@ -69,7 +69,6 @@ class MetaBalance(Method):
             self.target_index = int(self.target)
         # (T, G) moving averages of per-group gradient norms; G is known at the first step.
         self.register_buffer("norm_average", torch.zeros(num_tasks, 0))
-
 
     def direction(
         self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None

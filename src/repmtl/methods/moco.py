@@ -42,7 +42,8 @@ from repmtl.methods.base import Method, register
 class MoCo(Method):
     name = "moco"
     needs = "jacobian"
-    lazy_state = ('tracked',)
+    counters = ("steps",)
+    lazy_state = ("tracked",)
     family = "gradient manipulation"
     levels = ("parameters",)
     weights_heads = False
@@ -78,14 +79,6 @@ class MoCo(Method):
         self.register_buffer("tracked", torch.zeros(num_tasks, 0))  # Y, (T, d) from the first step
         self.register_buffer("lambd", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
         self.steps = 0
-
-
-    def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "steps": self.steps}
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.steps = int(state["steps"])
 
     def direction(
         self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None

@@ -42,6 +42,7 @@ from repmtl.methods.base import Method, register
 class MTAdam(Method):
     name = "mtadam"
     needs = "jacobian"
+    counters = ("steps",)
     family = "gradient manipulation"
     levels = ("parameters",)
     weights_heads = False
@@ -77,14 +78,6 @@ class MTAdam(Method):
 
     _LAZY = ("norms", "exp_avg", "exp_avg_sq")
     lazy_state = _LAZY
-
-
-    def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "steps": self.steps}
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.steps = int(state["steps"])
 
     def direction(
         self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None

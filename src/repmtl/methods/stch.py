@@ -41,6 +41,7 @@ from repmtl.methods.base import Method, register
 class STCH(Method):
     name = "stch"
     needs = "losses"
+    counters = ("loss_count", "epoch", "has_nadir")
     family = "loss scaling"
     loss_transform = "log"
     #: proposed protocol hook: the weights are defined on log losses, so a caller-chosen
@@ -73,20 +74,6 @@ class STCH(Method):
                 raise ValueError(f"nadir has {len(self.nadir)} values for {num_tasks} tasks")
             self.log_nadir = torch.log(torch.tensor(self.nadir, **kw))
             self.has_nadir = True
-
-    def get_extra_state(self) -> dict:
-        return {
-            **super().get_extra_state(),
-            "loss_count": self.loss_count,
-            "epoch": self.epoch,
-            "has_nadir": self.has_nadir,
-        }
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.loss_count = int(state["loss_count"])
-        self.epoch = int(state["epoch"])
-        self.has_nadir = bool(state["has_nadir"])
 
     def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
         log_losses = losses.detach().to(torch.float64)
