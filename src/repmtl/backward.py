@@ -149,7 +149,7 @@ def backward(
     if weights is not None and weights.shape != raw.shape:
         raise RuntimeError(f"method {method.name!r} returned weights of shape {tuple(weights.shape)}, expected {tuple(raw.shape)}")
 
-    head_weights = weights if (weights is not None and method.weights_heads) else torch.ones_like(raw)
+    head_weights = method.head_weights(weights) if weights is not None else torch.ones_like(raw)
     head_part = (head_weights * task_losses).sum()
     extra = method.extra_loss()
     if extra is not None:

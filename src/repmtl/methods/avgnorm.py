@@ -5,7 +5,8 @@ layer (the paper: "the gradient of the last layer of the shared backbone can be 
 From the Gramian: ``w_i = sqrt(1ᵀK1 / K_ii)``. ``scope="all"`` uses every shared parameter.
 
 Degenerate cases (documented rule): a task with a zero gradient gets weight 1 (its weight does
-not change the shared update); if the summed gradient is zero, every weight is 0 as Eq. 6 says.
+not change the shared update); if the summed gradient is zero, every weight is 0 as Eq. 6 says;
+a non-finite Gramian entry gives weight 1 instead of inf/NaN.
 """
 
 from __future__ import annotations
@@ -34,4 +35,5 @@ class AvgNorm(Method):
         diag = torch.diagonal(gramian)
         total = gramian.sum().clamp_min(0.0)
         safe_diag = torch.where(diag > 0, diag, torch.ones_like(diag))
-        return torch.where(diag > 0, torch.sqrt(total / safe_diag), torch.ones_like(diag))
+        weights = torch.where(diag > 0, torch.sqrt(total / safe_diag), torch.ones_like(diag))
+        return torch.where(torch.isfinite(weights), weights, torch.ones_like(weights))

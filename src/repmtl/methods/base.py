@@ -116,6 +116,13 @@ class Method(nn.Module):
         the parameter tensors that make up the columns (parameter level only)."""
         raise NotImplementedError(f"method {self.name!r} does not define direction()")
 
+    def head_weights(self, weights: torch.Tensor) -> torch.Tensor:
+        """Weights of the heads' task gradients, given the shared weights ``α``. Default: ``α``
+        itself when ``weights_heads`` (the identity matters: ``backward`` then needs one plain
+        backward), else ones. Override where the paper weights heads differently from the shared
+        update (IMTL: ``e^{s}``; Nash-MTL: ``α`` before its norm clip)."""
+        return weights if self.weights_heads else torch.ones_like(weights)
+
     def extra_loss(self) -> torch.Tensor | None:
         """A term added to the objective for the method's own learnable parameters."""
         return None

@@ -8,6 +8,8 @@ descent direction of every task (or zero at a Pareto-stationary point). At
 ``normalization`` follows the official code's gradient normalisation before the solve:
 ``"none"`` (default), ``"l2"`` (unit gradients), ``"loss"`` (divide by ``L_t``) or ``"loss+"``
 (divide by ``L_t ‖g_t‖``); the weights are mapped back so the update stays ``Σ α_t g_t/n_t``.
+``solver``: ``"exact"`` (default, one NNLS solve) or ``"frank-wolfe"`` (the paper's iterative
+family); see ``_minnorm.py`` for what each was measured to do.
 """
 
 from __future__ import annotations
@@ -31,13 +33,18 @@ class MGDA(Method):
     name = "mgda"
     needs = "gramian"
     family = "gradient manipulation"
-    description = "Min-norm convex combination of task gradients (Frank-Wolfe); MGDA-UB at representation level"
+    description = "Min-norm convex combination of task gradients (exact or Frank-Wolfe); MGDA-UB at representation level"
     reference = "Sener & Koltun, NeurIPS 2018, Eq. 3 / Eq. 7"
 
-    def __init__(self, normalization: Normalization = "none", max_iter: int = 250, tol: float = 1e-10) -> None:
+    def __init__(
+        self, normalization: Normalization = "none", solver: str = "exact", max_iter: int = 250, tol: float = 1e-10
+    ) -> None:
         super().__init__()
         if normalization not in ("none", "l2", "loss", "loss+"):
             raise ValueError(f"normalization must be none, l2, loss or loss+, got {normalization!r}")
+        if solver not in ("exact", "frank-wolfe"):
+            raise ValueError(f"solver must be 'exact' or 'frank-wolfe', got {solver!r}")
+        self.solver = solver
         self.normalization = normalization
         self.max_iter = max_iter
         self.tol = tol
@@ -45,7 +52,7 @@ class MGDA(Method):
     def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
         k = to_host(gramian)
         scale = self._scales(k, None if losses is None else to_host(losses))
-        result = min_norm_weights(k / np.outer(scale, scale), self.max_iter, self.tol)
+        result = min_norm_weights(k / np.outer(scale, scale), self.max_iter, self.tol, self.solver)
         if not result.converged:
             log.warning("MGDA min-norm solver stopped after %d iterations with gap %.3g", result.iterations, result.gap)
         self.info = {"solver_iterations": result.iterations, "solver_converged": result.converged}

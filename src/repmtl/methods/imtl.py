@@ -1,0 +1,64 @@
+"""IMTL: the hybrid of IMTL-L (loss scales) and IMTL-G (gradient balancing).
+
+Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021, Sec. 3.3 / Alg. 1: every task
+loss becomes ``e^{s_t} L_t − s_t`` (IMTL-L, learnable ``s_t``), and the shared parameters are
+updated with IMTL-G applied to the gradients of the *scaled* losses, ``e^{s_t} g_t``.
+
+From the Gramian: the scaled gradients have Gramian ``D K D`` with ``D = diag(e^{s})``; IMTL-G
+on it gives ``α'`` (summing to 1), and the shared update ``Σ_t α'_t e^{s_t} g_t`` is ``Jᵀα``
+with ``α = α' ⊙ e^{s}`` (``imtl_g.imtl_g_weights``; same fallback to ``α' = 1/T``).
+
+The scales are trained by the optimizer (``learnable = True``: create the method with
+``tasks=[...]`` and give ``method.parameters()`` to it) on ``Σ_t (e^{s_t} L_t − s_t)``, whose
+``∂/∂s_t = e^{s_t} L_t − 1`` is what ``extra_loss()`` delivers (it uses the detached losses of
+the same step). Heads: the paper (and LibMTL) give task ``t``'s head ``e^{s_t} ∇L_t``; the
+framework can only give heads either the shared weights ``α`` or their plain gradients, and we
+choose the plain gradients ``∇L_t`` (``weights_heads = False``). For each head this is a
+per-task rescaling of its gradient by ``e^{s_t}``, which Adam-type optimizers largely absorb;
+see the proposed ``Method.head_weights`` hook in the method zoo report for the exact form.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from repmtl.methods._host import to_device, to_host
+from repmtl.methods.base import Method, register
+from repmtl.methods.imtl_g import imtl_g_or_fallback
+
+
+@register
+class IMTL(Method):
+    name = "imtl"
+    needs = "gramian"
+    family = "hybrid"
+    learnable = True
+    weights_heads = False
+    description = "IMTL-L learned loss scales, then IMTL-G on the scaled gradients"
+    reference = "Liu et al., ICLR 2021, Sec. 3.3, Alg. 1"
+
+    def __init__(self, init_scale: float = 0.0) -> None:
+        super().__init__()
+        if not torch.isfinite(torch.tensor(float(init_scale))):
+            raise ValueError(f"init_scale must be finite, got {init_scale}")
+        self.init_scale = float(init_scale)
+        self._step_losses: torch.Tensor | None = None
+
+    def setup(self, num_tasks: int) -> None:
+        self.log_scale = nn.Parameter(torch.full((num_tasks,), self.init_scale))
+
+    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+        scale = torch.exp(self.log_scale.detach().to(device=gramian.device, dtype=gramian.dtype))
+        scaled = gramian * scale[:, None] * scale[None, :]
+        self.info = {"fallback": False}
+        alpha_scaled = imtl_g_or_fallback(self, to_host(scaled))
+        return to_device(alpha_scaled, gramian) * scale
+
+    def head_weights(self, weights: torch.Tensor) -> torch.Tensor:
+        """Heads get ``e^{s_t} ∇L_t``; with its graph, so the same backward gives ``s`` the
+        gradient ``e^{s_t} L_t`` (plus ``extra_loss``'s ``−1``)."""
+        return torch.exp(self.log_scale).to(weights)
+
+    def extra_loss(self) -> torch.Tensor:
+        return -self.log_scale.sum()
