@@ -81,3 +81,11 @@ def test_compare_lists_runs_side_by_side(tmp_path):
 def test_compare_refuses_unfinished_runs(tmp_path):
     result = runner.invoke(app, ["compare", str(tmp_path)])
     assert result.exit_code == 2 and "results.json" in result.output
+
+
+def test_bad_method_settings_fail_before_any_baseline_is_trained(tmp_path):
+    for args in (["--method", "mgda", "--level", "pixels"], ["--regularizer", "nope"],
+                 ["--method", "mgda", "--method-arg", "bogus=1"]):
+        result = runner.invoke(app, ["train", "--out", str(tmp_path), *args])
+        assert result.exit_code == 2, result.output
+    assert not (tmp_path / "multidigits").exists()

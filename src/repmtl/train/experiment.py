@@ -62,11 +62,22 @@ def run_experiment(
                            seed=config.seed, extra=dict(config.options))
     bench.check_options(config.options)
     task_names = [t.name for t in bench.tasks(options)]
+    _check_method(config, task_names)
     stl = {t: ensure_baseline(config, t, console) for t in task_names} if baselines else {}
     baseline_val = {t: r.val[t] for t, r in stl.items()} if stl else None
     run = train(config, resume=resume, overwrite=overwrite, baseline_val=baseline_val, console=console)
     improvement = delta_p(run.test, {t: r.test[t] for t, r in stl.items()}, run.lower_is_better) if stl else None
     return ExperimentResult(run, stl, improvement)
+
+
+def _check_method(config: TrainConfig, task_names: list[str]) -> None:
+    """Fail on a bad method, level or regularizer before any baseline is trained."""
+    from repmtl import methods, regularizers
+
+    method = methods.create(config.method, tasks=task_names, **config.method_args)
+    method.check_level(config.level or method.default_level)
+    if config.regularizer:
+        regularizers.create(config.regularizer, **config.regularizer_args)
 
 
 def results_table(result: ExperimentResult) -> Table:
