@@ -50,10 +50,10 @@ def main() -> None:
         def forward() -> None:
             model.zero_grad(set_to_none=True)
             out = model(x)
-            state["losses"] = torch.stack([nn.functional.cross_entropy(p, labels) for p in out.predictions.values()])
+            state["losses"] = [nn.functional.cross_entropy(p, labels) for p in out.predictions.values()]
 
         timings = {
-            "sum": median_seconds(lambda: state["losses"].sum().backward(), forward, repeats=args.repeats, device=device),
+            "sum": median_seconds(lambda: sum(state["losses"]).backward(), forward, repeats=args.repeats, device=device),
             "vmap": median_seconds(lambda: parameter_jacobian(state["losses"], shared, vectorize=True), forward, repeats=args.repeats, device=device),
             "loop": median_seconds(
                 lambda: parameter_jacobian(state["losses"], shared, vectorize=False), forward, repeats=args.repeats, device=device
