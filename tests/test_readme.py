@@ -1,9 +1,9 @@
 """The Python examples of the README and docs/ run as written."""
 
 import re
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from repmtl.data._dense import CorruptSampleError, DatasetLayoutError, NpyDenseDataset, carve_validation
+from repmtl.data._dense import (
+    CorruptSampleError,
+    DatasetLayoutError,
+    NpyDenseDataset,
+    carve_validation,
+)
 from repmtl.data.cityscapes import cityscapes_splits
 from repmtl.data.nyuv2 import SPECS, nyuv2_splits
 from repmtl.experiments.benchmarks import BuildOptions, get_benchmark

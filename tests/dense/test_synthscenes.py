@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from repmtl.data.synthscenes import CEILING, CLASSES, FLOOR, Camera, SynthScenes, generate
+from repmtl.data.synthscenes import (
+    CEILING,
+    CLASSES,
+    FLOOR,
+    Camera,
+    SynthScenes,
+    generate,
+)
 from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
 
 

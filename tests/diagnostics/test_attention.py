@@ -8,7 +8,12 @@ from torch import nn
 
 from repmtl.diagnostics import feature_disentanglement
 from repmtl.model import MultiTaskModel
-from repmtl.nets.attention import AttentionHead, AttentionModule, attention_maps, with_attention
+from repmtl.nets.attention import (
+    AttentionHead,
+    AttentionModule,
+    attention_maps,
+    with_attention,
+)
 
 
 def test_module_structure_and_shapes():

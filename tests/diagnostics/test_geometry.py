@@ -9,7 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repmtl.diagnostics import condition_number, cosine_to_update, gds, gms, gradient_norms
+from repmtl.diagnostics import (
+    condition_number,
+    cosine_to_update,
+    gds,
+    gms,
+    gradient_norms,
+)
 from repmtl.diagnostics.geometry import cosine_matrix
 
 

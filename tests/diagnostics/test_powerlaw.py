@@ -13,7 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from repmtl.diagnostics import esd, fit_powerlaw, model_alphas, module_alphas, powerlaw_alpha
+from repmtl.diagnostics import (
+    esd,
+    fit_powerlaw,
+    model_alphas,
+    module_alphas,
+    powerlaw_alpha,
+)
 from repmtl.diagnostics import powerlaw as P
 from repmtl.model import MultiTaskModel
 

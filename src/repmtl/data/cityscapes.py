@@ -33,7 +33,13 @@ from repmtl.data._dense import (
     make_augment,
     parse_extra,
 )
-from repmtl.experiments.benchmarks import Benchmark, BuildOptions, Splits, TrainDefaults, register_benchmark
+from repmtl.experiments.benchmarks import (
+    Benchmark,
+    BuildOptions,
+    Splits,
+    TrainDefaults,
+    register_benchmark,
+)
 from repmtl.model import MultiTaskModel
 from repmtl.nets.deeplab import build_deeplab
 from repmtl.tasks import Task

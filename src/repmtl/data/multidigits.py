@@ -22,7 +22,13 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from repmtl.experiments.benchmarks import Benchmark, BuildOptions, Splits, TrainDefaults, register_benchmark
+from repmtl.experiments.benchmarks import (
+    Benchmark,
+    BuildOptions,
+    Splits,
+    TrainDefaults,
+    register_benchmark,
+)
 from repmtl.metrics.classification import Accuracy
 from repmtl.model import MultiTaskModel
 from repmtl.nets.small import ClassifierHead, SmallConvEncoder

@@ -41,7 +41,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from repmtl.experiments.benchmarks import Benchmark, BuildOptions, Splits, TrainDefaults, register_benchmark
+from repmtl.experiments.benchmarks import (
+    Benchmark,
+    BuildOptions,
+    Splits,
+    TrainDefaults,
+    register_benchmark,
+)
 from repmtl.model import MultiTaskModel
 from repmtl.tasks import Task
 

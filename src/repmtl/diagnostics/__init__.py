@@ -3,7 +3,14 @@ Disentanglement from saliency or attention maps, power-law exponents of weight s
 similarity between measures and results, and the live helpers the trainer calls."""
 
 from repmtl.diagnostics.disentanglement import feature_disentanglement
-from repmtl.diagnostics.geometry import condition_number, cosine_matrix, cosine_to_update, gds, gms, gradient_norms
+from repmtl.diagnostics.geometry import (
+    condition_number,
+    cosine_matrix,
+    cosine_to_update,
+    gds,
+    gms,
+    gradient_norms,
+)
 from repmtl.diagnostics.live import layer_alphas, step_diagnostics
 from repmtl.diagnostics.powerlaw import (
     ModelAlphas,

@@ -40,7 +40,13 @@ from torch import nn
 
 from repmtl.backward import BackwardRecord
 from repmtl.diagnostics.disentanglement import feature_disentanglement
-from repmtl.diagnostics.geometry import condition_number, cosine_to_update, gds, gms, gradient_norms
+from repmtl.diagnostics.geometry import (
+    condition_number,
+    cosine_to_update,
+    gds,
+    gms,
+    gradient_norms,
+)
 from repmtl.diagnostics.powerlaw import ConvMode, model_alphas
 
 __all__ = ["layer_alphas", "step_diagnostics"]

@@ -30,7 +30,12 @@ import numpy as np
 import torch
 
 from repmtl.methods._fair import solve_fair_weights
-from repmtl.methods._gramian import active_tasks, clip_to_norm, fallback, nonfinite_fallback
+from repmtl.methods._gramian import (
+    active_tasks,
+    clip_to_norm,
+    fallback,
+    nonfinite_fallback,
+)
 from repmtl.methods._host import to_device, to_host
 from repmtl.methods.base import Method, register
 

@@ -6,7 +6,12 @@ import importlib
 import inspect
 import pkgutil
 
-from repmtl.regularizers.base import Penalty, Regularizer, register_regularizer, regularizer_registry
+from repmtl.regularizers.base import (
+    Penalty,
+    Regularizer,
+    register_regularizer,
+    regularizer_registry,
+)
 from repmtl.regularizers.cosreg import CosReg
 from repmtl.regularizers.repmtl import RepMTL, csa_loss, tsr_loss
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 #: informational keys written into config.json beside the fields (ignored when read back)
 DERIVED_KEYS = {"tasks"}
 

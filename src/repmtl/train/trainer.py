@@ -14,7 +14,14 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from repmtl import methods as M
 from repmtl import regularizers as R
@@ -25,8 +32,8 @@ from repmtl.metrics.improvement import delta_p
 from repmtl.tasks import Task
 from repmtl.train import checkpoint as ckpt
 from repmtl.train.config import TrainConfig
-from repmtl.train.optim import build_optimizers
 from repmtl.train.data import MultiInputEpoch, eval_loader, to_device, train_loader
+from repmtl.train.optim import build_optimizers
 from repmtl.train.runlog import RunLogger, environment
 
 log = logging.getLogger(__name__)
