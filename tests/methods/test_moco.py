@@ -117,7 +117,12 @@ def test_properties_over_random_jacobians(jac, projection, normalization):
         assert torch.isfinite(a.lambd).all() and abs(a.lambd.sum().item() - 1) < 1e-9 and (a.lambd >= 0).all()
         # permutation equivariance: same update, permuted λ
         torch.testing.assert_close(b.direction(jac[perm], losses[perm]), out, atol=1e-12 * max(1.0, jac.abs().max().item()), rtol=1e-9)
-        torch.testing.assert_close(b.lambd, a.lambd[perm])
+        # λ itself is equivariant up to how ties between identical tasks are split (summation
+        # order differs after the permutation): compare the total λ of each group of equal rows
+        groups = torch.tensor([min(j for j in range(tasks) if torch.equal(jac[j], jac[i])) for i in range(tasks)])
+        total_a = torch.zeros(tasks, dtype=a.lambd.dtype).index_add_(0, groups, a.lambd)
+        total_b = torch.zeros(tasks, dtype=b.lambd.dtype).index_add_(0, groups[perm], b.lambd)
+        torch.testing.assert_close(total_b, total_a)
 
 
 def test_state_round_trip():

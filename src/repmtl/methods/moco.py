@@ -116,6 +116,7 @@ def project_to_simplex(vector: torch.Tensor) -> torch.Tensor:
     n = vector.numel()
     finite = torch.isfinite(vector).all()
     v = torch.where(finite, vector, torch.zeros_like(vector))
+    v = v - v.max()  # the projection ignores a common shift; this one avoids cancellation at huge scales
     ordered, _ = torch.sort(v, descending=True)
     cumulative = torch.cumsum(ordered, 0) - 1.0
     index = torch.arange(1, n + 1, dtype=v.dtype, device=v.device)
