@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 from torch import nn
 
 from repmtl.model import MultiTaskModel
+
+# Property tests draw the same examples on every run (CI included), so a failure reproduces;
+# HYPOTHESIS_PROFILE=explore draws fresh ones.
+settings.register_profile("repmtl", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repmtl"))
 
 
 def tiny_model(num_tasks: int = 2, seed: int = 0, batchnorm: bool = True) -> MultiTaskModel:
