@@ -82,3 +82,27 @@ def unit_gramian(jac: np.ndarray) -> np.ndarray:
 
 def max_row_norm(jac: np.ndarray) -> float:
     return float(np.max(np.linalg.norm(jac, axis=1)))
+
+
+@st.composite
+def torch_jacobians(draw, min_tasks: int = 1, max_tasks: int = 4, max_cols: int = 12, segmented: bool = False):
+    """A float64 ``T×d`` torch Jacobian at scale 1e-8, 1 or 1e8, possibly with a zero row or a
+    duplicated task; with ``segmented``, also the sizes of two parameter tensors splitting ``d``."""
+    tasks = draw(st.integers(min_tasks, max_tasks))
+    cols = draw(st.integers(1, max_cols))
+    seed = draw(st.integers(0, 2**31 - 1))
+    scale = draw(st.sampled_from([1e-8, 1.0, 1e8]))
+    jac = torch.randn(tasks, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale
+    kind = draw(st.sampled_from(["plain", "zero_row", "duplicate"]))
+    if kind == "zero_row":
+        jac[draw(st.integers(0, tasks - 1))] = 0.0
+    elif kind == "duplicate" and tasks > 1:
+        jac[1] = jac[0]
+    if not segmented:
+        return jac
+    split = draw(st.integers(1, cols))
+    return jac, ([split, cols - split] if split < cols else [cols])
+
+
+def task_names(n: int) -> list[str]:
+    return [f"t{i}" for i in range(n)]

@@ -10,25 +10,8 @@ from hypothesis import strategies as st
 import repmtl
 from repmtl.methods.dbmtl import DBMTL
 from tests.conftest import tiny_losses, tiny_model
-
-
-@st.composite
-def jacobians(draw, min_tasks=1, max_tasks=4, max_cols=12):
-    tasks = draw(st.integers(min_tasks, max_tasks))
-    cols = draw(st.integers(1, max_cols))
-    seed = draw(st.integers(0, 2**31 - 1))
-    scale = draw(st.sampled_from([1e-8, 1.0, 1e8]))
-    jac = torch.randn(tasks, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale
-    kind = draw(st.sampled_from(["plain", "zero_row", "duplicate"]))
-    if kind == "zero_row":
-        jac[draw(st.integers(0, tasks - 1))] = 0.0
-    elif kind == "duplicate" and tasks > 1:
-        jac[1] = jac[0]
-    return jac
-
-
-def _names(n):
-    return [f"t{i}" for i in range(n)]
+from tests.methods._helpers import task_names as _names
+from tests.methods._helpers import torch_jacobians as jacobians
 
 
 def test_two_steps_by_hand():
