@@ -123,6 +123,20 @@ class Method(nn.Module):
         update (IMTL: ``e^{s}``; Nash-MTL: ``α`` before its norm clip)."""
         return weights if self.weights_heads else torch.ones_like(weights)
 
+    def lazy_buffer(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The ``lazy_state`` buffer ``name``, created as zeros shaped like ``like`` on the first
+        step (its width is only known then); a later step of another shape is refused."""
+        buffer = getattr(self, name)
+        if buffer.numel() == 0 and buffer.shape != like.shape:
+            buffer = torch.zeros_like(like)
+            setattr(self, name, buffer)
+        elif buffer.shape != like.shape:
+            raise ValueError(
+                f"method {self.name!r} keeps {name} of shape {tuple(buffer.shape)}, this step gives "
+                f"{tuple(like.shape)}; the shared parameters (or the level) changed since the first step"
+            )
+        return buffer
+
     def extra_loss(self) -> torch.Tensor | None:
         """A term added to the objective for the method's own learnable parameters."""
         return None

@@ -59,13 +59,7 @@ class DBMTL(Method):
     def direction(
         self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
     ) -> torch.Tensor:
-        if self.grad_average.shape[1] == 0:
-            self.grad_average = torch.zeros_like(jacobian)
-        elif self.grad_average.shape != jacobian.shape:
-            raise ValueError(
-                f"DB-MTL averages gradients of shape {tuple(self.grad_average.shape)}, this step's Jacobian is "
-                f"{tuple(jacobian.shape)}; the shared parameters changed since the first step"
-            )
+        self.lazy_buffer("grad_average", jacobian)
         self.steps += 1
         beta_k = self.beta / self.steps**self.beta_sigma
         average = self.grad_average.to(jacobian)

@@ -81,13 +81,7 @@ class MetaBalance(Method):
         )
         sq = jacobian.new_zeros(jacobian.shape[0], len(sizes)).index_add_(1, group_of_column, jacobian.square())
         norms = sq.sqrt()
-        if self.norm_average.shape[1] == 0:
-            self.norm_average = torch.zeros_like(norms)
-        elif self.norm_average.shape[1] != len(sizes):
-            raise ValueError(
-                f"MetaBalance's norm averages are for {self.norm_average.shape[1]} parameter groups, this step has "
-                f"{len(sizes)}; the shared parameters (or the level) changed since the first step"
-            )
+        self.lazy_buffer("norm_average", norms)
         self.norm_average = self.beta * self.norm_average.to(norms) + (1.0 - self.beta) * norms
         scale = self.scales(self.norm_average)
         return (scale[:, group_of_column] * jacobian).sum(0)

@@ -83,13 +83,7 @@ class MoCo(Method):
     def direction(
         self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
     ) -> torch.Tensor:
-        if self.tracked.shape[1] == 0:
-            self.tracked = torch.zeros_like(jacobian)
-        elif self.tracked.shape != jacobian.shape:
-            raise ValueError(
-                f"MoCo tracks gradients of shape {tuple(self.tracked.shape)}, this step's Jacobian is "
-                f"{tuple(jacobian.shape)}; the shared parameters changed since the first step"
-            )
+        self.lazy_buffer("tracked", jacobian)
         self.steps += 1
         beta_k = self.beta / self.steps**self.beta_sigma
         gamma_k = self.gamma / self.steps**self.gamma_sigma

@@ -88,15 +88,9 @@ class MTAdam(Method):
         if sum(sizes) != jacobian.shape[1]:
             raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {jacobian.shape[1]} columns")
         tasks, width = jacobian.shape
-        if self.exp_avg.shape[1] == 0:
-            self.norms = jacobian.new_zeros(tasks, len(sizes))
-            self.exp_avg = torch.zeros_like(jacobian)
-            self.exp_avg_sq = torch.zeros_like(jacobian)
-        elif self.exp_avg.shape[1] != width or self.norms.shape[1] != len(sizes):
-            raise ValueError(
-                f"MTAdam's moments are for {self.exp_avg.shape[1]} entries in {self.norms.shape[1]} tensors, this step "
-                f"has {width} in {len(sizes)}; the shared parameters changed since the first step"
-            )
+        self.lazy_buffer("norms", jacobian.new_zeros(tasks, len(sizes)))
+        self.lazy_buffer("exp_avg", jacobian)
+        self.lazy_buffer("exp_avg_sq", jacobian)
         beta1, beta2, beta3 = self.betas
         group_of_column = torch.repeat_interleave(
             torch.arange(len(sizes), device=jacobian.device), torch.tensor(sizes, device=jacobian.device)
