@@ -97,3 +97,10 @@ def test_representation_level_is_refused():
     out, losses = tiny_losses(model, torch.randn(4, 1, 5, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="undefined at level 'representation'"):
         repmtl.backward(losses, representation=out.representation, method=DBMTL(), level="representation")
+
+
+def test_a_jacobian_of_another_width_is_refused():
+    method = DBMTL().bind(["a", "b"])
+    method.direction(torch.ones(2, 5, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="changed since the first step"):
+        method.direction(torch.ones(2, 6, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
