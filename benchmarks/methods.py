@@ -4,7 +4,7 @@
     python benchmarks/methods.py --quick    # short run (fewer timed steps)
     python benchmarks/methods.py --methods ew mgda nashmtl --tasks 2 8
 
-For each network (a small MLP and a stand-in dense CNN), number of tasks ``T`` and level
+For each network (a small MLP and the synthscenes dense CNN), number of tasks ``T`` and level
 (``parameters`` / ``representation``), one training step is: forward, ``repmtl.backward`` with
 the method, ``optimizer.step()`` (SGD over the model and the method's own parameters).
 
@@ -55,11 +55,14 @@ LEVELS = ("parameters", "representation")
 NETS = {
     "mlp": "MLP: 64 → 128 → 128 (ReLU) shared encoder, one linear regression head per task, batch 32",
     "cnn": (
-        "stand-in dense CNN (not a real benchmark network): 3×32×32 input, conv3×3(16)-BN-ReLU, "
-        "conv3×3(32, stride 2)-BN-ReLU, conv3×3(32)-BN-ReLU, bilinear ×2 → Z of 32×32×32; "
-        "one 1×1-conv per-pixel regression head per task, batch 8"
+        "the synthscenes CPU network (repmtl.nets.small_dense): 3×48×64 input, dilated CNN encoder "
+        "→ Z of 64×12×16, one conv-BN-ReLU/1×1-conv/upsample per-pixel regression head per task, batch 8"
     ),
 }
+
+
+#: hyper-parameters a method cannot do without (everything else: its defaults)
+REQUIRED_HPARAMS = {"fixed": lambda num_tasks: {"weights": [1.0] * num_tasks}}
 
 
 def make_problem(net: str, num_tasks: int, seed: int = 0):
@@ -71,19 +74,12 @@ def make_problem(net: str, num_tasks: int, seed: int = 0):
         x = torch.randn(32, 64)
         targets = {t: torch.randn(32, 1) for t in tasks}
     elif net == "cnn":
+        from repmtl.nets.small_dense import build_small_dense
 
-        def block(cin, cout, stride=1):
-            return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
-
-        encoder = nn.Sequential(
-            *block(3, 16),
-            *block(16, 32, stride=2),
-            *block(32, 32),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-        )
-        heads = {t: nn.Conv2d(32, 1, 1) for t in tasks}
-        x = torch.randn(8, 3, 32, 32)
-        targets = {t: torch.randn(8, 1, 32, 32) for t in tasks}
+        model = build_small_dense({t: 1 for t in tasks})
+        x = torch.randn(8, 3, 48, 64)
+        targets = {t: torch.randn(8, 1, 48, 64) for t in tasks}
+        return model, x, targets
     else:
         raise ValueError(f"unknown net {net!r}")
     return MultiTaskModel(encoder, heads), x, targets
@@ -91,7 +87,7 @@ def make_problem(net: str, num_tasks: int, seed: int = 0):
 
 def make_step(net: str, num_tasks: int, name: str, level: str) -> Callable[[], None]:
     model, x, targets = make_problem(net, num_tasks)
-    method = M.create(name, tasks=model.task_names)
+    method = M.create(name, tasks=model.task_names, **REQUIRED_HPARAMS.get(name, lambda n: {})(num_tasks))
     optimizer = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=1e-3)
 
     def step() -> None:

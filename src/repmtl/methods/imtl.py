@@ -9,13 +9,10 @@ on it gives ``α'`` (summing to 1), and the shared update ``Σ_t α'_t e^{s_t} g
 with ``α = α' ⊙ e^{s}`` (``imtl_g.imtl_g_weights``; same fallback to ``α' = 1/T``).
 
 The scales are trained by the optimizer (``learnable = True``: create the method with
-``tasks=[...]`` and give ``method.parameters()`` to it) on ``Σ_t (e^{s_t} L_t − s_t)``, whose
-``∂/∂s_t = e^{s_t} L_t − 1`` is what ``extra_loss()`` delivers (it uses the detached losses of
-the same step). Heads: the paper (and LibMTL) give task ``t``'s head ``e^{s_t} ∇L_t``; the
-framework can only give heads either the shared weights ``α`` or their plain gradients, and we
-choose the plain gradients ``∇L_t`` (``weights_heads = False``). For each head this is a
-per-task rescaling of its gradient by ``e^{s_t}``, which Adam-type optimizers largely absorb;
-see the proposed ``Method.head_weights`` hook in the method zoo report for the exact form.
+``tasks=[...]`` and give ``method.parameters()`` to it) on ``Σ_t (e^{s_t} L_t − s_t)``: heads
+get ``e^{s_t} ∇L_t`` as in the paper (``head_weights`` returns ``e^{s}`` with its graph, so the
+same backward gives ``s`` the gradient ``e^{s_t} L_t``) and ``extra_loss() = −Σ_t s_t`` adds
+the ``−1``.
 """
 
 from __future__ import annotations

@@ -15,14 +15,14 @@ Official options kept:
   ``clip_grad_norm_(shared_parameters, max_norm)``. We clip the combined update ``‖Jᵀα‖`` by
   scaling ``α``, which is the same at ``level="parameters"``; at ``level="representation"`` the
   bound applies to the gradient w.r.t. ``Z``. ``max_norm <= 0`` disables it. Since ``αᵀKα = T``
-  at the solution, the clip is active whenever ``T > max_norm²``. Difference: the heads receive
-  ``α_t ∇L_t`` with the *clipped* ``α`` (the official code clips only the shared gradients);
-  the framework gives heads and encoder the same weights.
+  at the solution, the clip is active whenever ``T > max_norm²``. As in the official code, the
+  clip applies to the shared update only: ``head_weights`` gives the heads the unclipped ``α``.
 * ``update_weights_every`` (default 1): solve every ``k``-th step and reuse the previous ``α``
   in between, as the official code does (the Gramian is still computed by ``repmtl.backward``, so
   only the solve is saved; the clip uses the current Gramian).
 
-Heads get ``α_t ∇L_t`` (the official code back-propagates ``Σ α_t L_t``).
+Heads get ``α_t ∇L_t`` with the unclipped ``α`` (the official code back-propagates ``Σ α_t L_t``
+and then clips the shared gradients).
 
 Degenerate cases. A task with a zero gradient (``K_tt = 0``) has no bargaining solution
 (``α_t → ∞``); it is left out of the solve and gets the mean weight of the others (its weight
