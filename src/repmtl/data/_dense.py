@@ -327,3 +327,39 @@ def make_augment(specs: Sequence[TargetSpec], enabled: bool, scales: Sequence[fl
     if not enabled:
         return None
     return DenseAugment({s.task: s.kind for s in specs}, scales=scales, flip_p=0.5)
+
+
+def npy_splits(
+    root: str | Path,
+    specs: Sequence[TargetSpec],
+    num_classes: int,
+    image_size: tuple[int, int] | None,
+    val_fraction: float,
+    split_seed: int,
+    augment: bool,
+    check_headers: bool,
+):
+    """Train (augmented) / validation (carved from ``train`` with ``split_seed``) / test (the
+    official ``val`` folder) of a preprocessed ``.npy`` dataset."""
+    from repmtl.experiments.benchmarks import Splits
+
+    common = dict(num_classes=num_classes, image_size=image_size, check_headers=False)
+    full = NpyDenseDataset(root, "train", specs, **common)
+    train_idx, val_idx = carve_validation(len(full), val_fraction, split_seed)
+    train = NpyDenseDataset(root, "train", specs, indices=train_idx, augment=make_augment(specs, augment), **common)
+    val = NpyDenseDataset(root, "train", specs, indices=val_idx, **common)
+    test = NpyDenseDataset(root, "val", specs, **common)
+    if check_headers:
+        full.check_headers()
+        test.check_headers()
+    return Splits(train=train, val=val, test=test)
+
+
+def split_options(extra: Mapping[str, object], image_size: tuple[int, int]) -> dict[str, object]:
+    """The ``--option`` keys every ``.npy`` preset reads for its splits."""
+    return {
+        "val_fraction": float(parse_extra(extra, "val_fraction", 0.1)),
+        "split_seed": int(parse_extra(extra, "split_seed", 0)),
+        "augment": bool(parse_extra(extra, "augment", True)),
+        "image_size": parse_extra(extra, "image_size", image_size, lambda v: None if v is None else tuple(v)),
+    }

@@ -26,12 +26,11 @@ from pathlib import Path
 from repmtl.data._dense import (
     DEPTH,
     SEGMENTATION,
-    NpyDenseDataset,
     TargetSpec,
-    carve_validation,
     dense_tasks,
-    make_augment,
+    npy_splits,
     parse_extra,
+    split_options,
 )
 from repmtl.experiments.benchmarks import (
     Benchmark,
@@ -74,16 +73,7 @@ def cityscapes_splits(
 ) -> Splits:
     """Train (augmented) / validation (held out from train) / test (official ``val``)."""
     chosen = [s for s in specs(classes, disparity_scaling) if s.task in tasks]
-    common = dict(num_classes=classes, image_size=image_size, check_headers=False)
-    full = NpyDenseDataset(root, "train", chosen, **common)
-    train_idx, val_idx = carve_validation(len(full), val_fraction, split_seed)
-    train = NpyDenseDataset(root, "train", chosen, indices=train_idx, augment=make_augment(chosen, augment), **common)
-    val = NpyDenseDataset(root, "train", chosen, indices=val_idx, **common)
-    test = NpyDenseDataset(root, "val", chosen, **common)
-    if check_headers:
-        full.check_headers()
-        test.check_headers()
-    return Splits(train=train, val=val, test=test)
+    return npy_splits(root, chosen, classes, image_size, val_fraction, split_seed, augment, check_headers)
 
 
 def _classes(options: BuildOptions) -> int:
@@ -101,10 +91,7 @@ def _splits(options: BuildOptions) -> Splits:
     return cityscapes_splits(
         options.data_root,
         classes=_classes(options),
-        val_fraction=float(parse_extra(extra, "val_fraction", 0.1)),
-        split_seed=int(parse_extra(extra, "split_seed", 0)),
-        augment=bool(parse_extra(extra, "augment", True)),
-        image_size=parse_extra(extra, "image_size", IMAGE_SIZE, lambda v: None if v is None else tuple(v)),
+        **split_options(extra, IMAGE_SIZE),
         disparity_scaling=str(parse_extra(extra, "disparity_scaling", "multiply")),
     )
 

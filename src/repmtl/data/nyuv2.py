@@ -25,12 +25,11 @@ from repmtl.data._dense import (
     DEPTH,
     NORMAL,
     SEGMENTATION,
-    NpyDenseDataset,
     TargetSpec,
-    carve_validation,
     dense_tasks,
-    make_augment,
+    npy_splits,
     parse_extra,
+    split_options,
 )
 from repmtl.experiments.benchmarks import (
     Benchmark,
@@ -65,16 +64,7 @@ def nyuv2_splits(
 ) -> Splits:
     """Train (augmented) / validation (held out from train) / test (official ``val``)."""
     specs = [SPECS[t] for t in tasks]
-    common = dict(num_classes=NUM_CLASSES, image_size=image_size, check_headers=False)
-    full = NpyDenseDataset(root, "train", specs, **common)
-    train_idx, val_idx = carve_validation(len(full), val_fraction, split_seed)
-    train = NpyDenseDataset(root, "train", specs, indices=train_idx, augment=make_augment(specs, augment), **common)
-    val = NpyDenseDataset(root, "train", specs, indices=val_idx, **common)
-    test = NpyDenseDataset(root, "val", specs, **common)
-    if check_headers:
-        full.check_headers()
-        test.check_headers()
-    return Splits(train=train, val=val, test=test)
+    return npy_splits(root, specs, NUM_CLASSES, image_size, val_fraction, split_seed, augment, check_headers)
 
 
 def _tasks(options: BuildOptions) -> list[Task]:
@@ -87,10 +77,7 @@ def _splits(options: BuildOptions) -> Splits:
     extra = options.extra
     return nyuv2_splits(
         options.data_root,
-        val_fraction=float(parse_extra(extra, "val_fraction", 0.1)),
-        split_seed=int(parse_extra(extra, "split_seed", 0)),
-        augment=bool(parse_extra(extra, "augment", True)),
-        image_size=parse_extra(extra, "image_size", IMAGE_SIZE, lambda v: None if v is None else tuple(v)),
+        **split_options(extra, IMAGE_SIZE),
     )
 
 
