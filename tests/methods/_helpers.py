@@ -106,3 +106,21 @@ def torch_jacobians(draw, min_tasks: int = 1, max_tasks: int = 4, max_cols: int 
 
 def task_names(n: int) -> list[str]:
     return [f"t{i}" for i in range(n)]
+
+
+def assert_log_loss_weights_equivariant(make, tasks: int, seed: int, scale: float, epochs: int = 2) -> tuple:
+    """Feed two instances of an epoch-level log-loss method (``make(names)``) the same random
+    losses, the second in reversed task order, for ``epochs`` epochs of 2 steps: the weights must
+    be finite, sum to T and be permuted alike. Returns both instances."""
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.arange(tasks - 1, -1, -1)
+    a, b = make(task_names(tasks)), make(task_names(tasks))
+    for _ in range(epochs):
+        for _ in range(2):
+            losses = (torch.rand(tasks, generator=gen, dtype=torch.float64) + 1e-3) * scale
+            w = a.weights(None, torch.log(losses))
+            assert torch.isfinite(w).all() and abs(w.sum().item() - tasks) < 1e-9
+            torch.testing.assert_close(b.weights(None, torch.log(losses[perm])), w[perm])
+        a.end_epoch()
+        b.end_epoch()
+    return a, b

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import repmtl
 from repmtl.methods.igbv1 import IGBv1
 from tests.conftest import tiny_losses, tiny_model
+from tests.methods._helpers import assert_log_loss_weights_equivariant
 
 
 def _log(values):
@@ -32,17 +33,7 @@ def test_schedule_and_formula():
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 4), st.integers(0, 2**31 - 1), st.sampled_from([1e-8, 1.0, 1e8]))
 def test_finite_and_permutation_equivariant(tasks, seed, scale):
-    gen = torch.Generator().manual_seed(seed)
-    perm = torch.arange(tasks - 1, -1, -1)
-    a, b = IGBv1(base_epoch=0).bind([f"t{i}" for i in range(tasks)]), IGBv1(base_epoch=0).bind([f"t{i}" for i in range(tasks)])
-    for _ in range(2):
-        for _ in range(2):
-            losses = (torch.rand(tasks, generator=gen, dtype=torch.float64) + 1e-3) * scale
-            w = a.weights(None, torch.log(losses))
-            assert torch.isfinite(w).all() and abs(w.sum().item() - tasks) < 1e-9
-            torch.testing.assert_close(b.weights(None, torch.log(losses[perm])), w[perm])
-        a.end_epoch()
-        b.end_epoch()
+    a, _ = assert_log_loss_weights_equivariant(lambda names: IGBv1(base_epoch=0).bind(names), tasks, seed, scale)
     assert a.has_base
 
 
