@@ -152,7 +152,7 @@ def test_log_transform_weights_by_inverse_loss(model, batch):
 
 
 def test_last_layer_scope_picks_the_layer_next_to_z(model, batch):
-    from repmtl.backward import _last_layer
+    from repmtl.step import _last_layer
 
     out, _ = tiny_losses(model, batch)
     last_conv = model.encoder[3]

@@ -23,8 +23,8 @@ def test_train_smoke_prints_table(tmp_path):
             "--method", "mgda", "--method-arg", "normalization=l2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "Δp_task" in result.stdout and "mgda-seed0" in result.stdout
-    assert (tmp_path / "multidigits" / "mgda-seed0" / "results.json").exists()
+    assert "Δp_task" in result.stdout and "mgda-normalization=l2-seed0" in result.stdout
+    assert (tmp_path / "multidigits" / "mgda-normalization=l2-seed0" / "results.json").exists()
 
 
 def test_single_task_run(tmp_path):

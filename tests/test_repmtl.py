@@ -263,7 +263,7 @@ def test_multi_input_pairs_samples_and_pools_space(batch):
 def test_bad_hyper_parameters():
     with pytest.raises(ValueError, match="tau"):
         RepMTL(tau=0)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="lambda_tsr expects a finite number ≥ 0"):
         RepMTL(lambda_tsr=-1)
     with pytest.raises(ValueError, match="T×B×C"):
         tsr_loss(torch.zeros(3, 4))

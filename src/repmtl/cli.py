@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from repmtl.hparams import parse_cli_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-task learning optimisation: train, compare, diagnose.")
 # Piped output keeps whole table rows (rich would wrap them at 80 columns).
@@ -17,18 +21,36 @@ out = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
-    """``key=value`` pairs; values parsed as JSON when they are (numbers, booleans, lists), else strings."""
-    parsed: dict[str, Any] = {}
+def _parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
+    """``key=value`` pairs as strings (``-`` in keys read as ``_``)."""
+    parsed: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint=flag)
-        try:
-            parsed[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key.replace("-", "_")] = value
+        parsed[key.strip().replace("-", "_")] = value
     return parsed
+
+
+def _parse_hparams(owner: str, cls: type, items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``key=value`` assignments turned into the types ``cls`` declares (checked again on creation)."""
+    return {key: parse_cli_value(owner, cls, key, text) for key, text in _parse_assignments(items, flag).items()}
+
+
+def _parse_options(items: list[str] | None) -> dict[str, Any]:
+    """Benchmark options: JSON values where they parse (numbers, booleans, lists), else strings."""
+    parsed: dict[str, Any] = {}
+    for key, value in _parse_assignments(items, "--option").items():
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/] {escape(message)}")
+    return typer.Exit(code)
 
 
 def _parse_diagnostics(spec: str | None) -> tuple[int | None, str]:
@@ -77,53 +99,97 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a multi-task run (and its single-task baselines) and print the test table."""
+    from repmtl import methods, regularizers
+    from repmtl.hparams import HyperparameterError
     from repmtl.train.config import TrainConfig
     from repmtl.train.experiment import results_table, run_experiment
+    from repmtl.train.interrupt import TrainingInterrupted
+    from repmtl.train.presets import PRESETS
 
-    regularizer_args = _parse_assignments(regularizer_arg, "--regularizer-arg")
+    try:
+        method_cls = methods.lookup(str(PRESETS.get(method, ("", {"method": method}))[1]["method"]))
+        method_args = _parse_hparams(f"method {method_cls.name!r}", method_cls, method_arg, "--method-arg")
+        regularizer_args: dict[str, Any] = {}
+        if regularizer_arg and not regularizer and method not in PRESETS:
+            raise ValueError("--regularizer-arg needs --regularizer (or a preset method such as repmtl)")
+        reg_name = regularizer or str(PRESETS.get(method, ("", {}))[1].get("regularizer", ""))
+        if reg_name:
+            reg_cls = regularizers.lookup(reg_name)
+            regularizer_args = _parse_hparams(f"regularizer {reg_name!r}", reg_cls, regularizer_arg, "--regularizer-arg")
+        for key, value in (("lambda_tsr", lambda_tsr), ("lambda_csa", lambda_csa), ("tau", tau)):
+            if value is not None:
+                if reg_name != "repmtl":
+                    raise ValueError(f"--{key.replace('_', '-')} only applies to Rep-MTL (--method repmtl or --regularizer repmtl)")
+                regularizer_args[key] = value
+    except (KeyError, ValueError) as exc:
+        raise _fail(str(exc.args[0] if exc.args else exc)) from None
     diagnostics_every, diagnostics_level = _parse_diagnostics(diagnostics)
-    for key, value in (("lambda_tsr", lambda_tsr), ("lambda_csa", lambda_csa), ("tau", tau)):
-        if value is not None:
-            if not (regularizer == "repmtl" or method == "repmtl"):
-                raise typer.BadParameter("only applies to Rep-MTL (--method repmtl or --regularizer repmtl)",
-                                         param_hint=f"--{key.replace('_', '-')}")
-            regularizer_args[key] = value
     config = TrainConfig(
-        benchmark=benchmark, method=method, method_args=_parse_assignments(method_arg, "--method-arg"),
+        benchmark=benchmark, method=method, method_args=method_args,
         level=level, regularizer=regularizer, regularizer_args=regularizer_args,
         loss_transform=loss_transform, single_task=single_task, seed=seed, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
         out=str(out_dir), name=name, data_root=str(data_root) if data_root else None, encoder=encoder,
-        pretrained=str(pretrained) if pretrained else None, options=_parse_assignments(option, "--option"),
+        pretrained=str(pretrained) if pretrained else None, options=_parse_options(option),
         diagnostics_every=diagnostics_every,
         diagnostics_level=diagnostics_level,
         log_every=log_every, num_workers=num_workers, progress=progress,
     )
     try:
         result = run_experiment(config, resume=resume, overwrite=overwrite, baselines=baseline, console=err)
-    except (KeyError, ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/] {exc.args[0] if exc.args else exc}")
-        raise typer.Exit(2) from exc
+    except TrainingInterrupted as stop:
+        command = shlex.join(["repmtl", *[a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")], "--resume"])
+        err.print(f"[yellow]{escape(str(stop))}.[/] Resume exactly where it stopped with:\n  {escape(command)}")
+        raise typer.Exit(stop.exit_code) from None
+    except (KeyError, ValueError, FileExistsError, FileNotFoundError, HyperparameterError) as exc:
+        raise _fail(str(exc.args[0] if exc.args else exc)) from None
+    except OSError as exc:  # read-only folder, full disk, ...
+        where = f" {exc.filename}" if exc.filename else ""
+        raise _fail(f"cannot write{where}: {exc.strerror or exc}; free space or choose another --out") from None
     out.print(results_table(result))
     out.print(f"run folder: {result.run.run_dir}")
 
 
 @app.command("methods")
-def list_methods() -> None:
-    """List the available methods with what they need and their reference."""
+def list_methods(
+    name: Annotated[Optional[str], typer.Argument(help="Show one method's hyper-parameters, levels and reference.")] = None,
+) -> None:
+    """List the available methods, or describe one (``repmtl methods mgda``)."""
     from repmtl import methods
+    from repmtl.train.presets import PRESETS
 
+    if name is not None:
+        try:
+            cls = methods.lookup(str(PRESETS.get(name, ("", {"method": name}))[1]["method"]))
+        except KeyError as exc:
+            raise _fail(str(exc.args[0])) from None
+        out.print(describe_method(cls, preset=PRESETS.get(name)))
+        return
     table = Table(title="repmtl methods")
     for column in ("name", "family", "needs", "levels", "description"):
         table.add_column(column)
-    for name, cls in methods.available().items():
+    for method_name, cls in methods.available().items():
         levels = "any" if cls.needs == "losses" else ", ".join(cls.levels)
-        table.add_row(name, cls.family, cls.needs, levels, cls.description)
-    from repmtl.experiments.presets import PRESETS
-
-    for name, (description, fields) in PRESETS.items():
-        table.add_row(name, "preset", "", "", f"{description} ({', '.join(f'{k}={v}' for k, v in fields.items())})")
+        table.add_row(method_name, cls.family, cls.needs, levels, cls.description)
+    for preset, (description, fields) in PRESETS.items():
+        table.add_row(preset, "preset", "", "", f"{description} ({', '.join(f'{k}={v}' for k, v in fields.items())})")
     out.print(table)
+
+
+def describe_method(cls: type, preset: tuple[str, dict] | None = None) -> Table:
+    """One method's card: description, reference, levels and every declared hyper-parameter."""
+    from repmtl.hparams import describe
+
+    title = f"{cls.name}: {cls.description}" if preset is None else f"preset: {preset[0]}"
+    table = Table(title=title, caption=f"reference: {cls.reference}")
+    for column in ("hyper-parameter", "expects", "default"):
+        table.add_column(column)
+    for row in describe(cls):
+        table.add_row(*row)
+    levels = "any (loss weighting)" if cls.needs == "losses" else ", ".join(cls.levels)
+    table.add_section()
+    table.add_row("levels", levels, cls.default_level)
+    return table
 
 
 @app.command("benchmarks")

@@ -16,13 +16,13 @@ import torch
 from torch.autograd.graph import Node
 
 __all__ = [
+    "flatten_grads",
+    "gramian",
+    "leaves_between",
     "parameter_jacobian",
     "representation_jacobian",
     "saliency",
-    "gramian",
-    "flatten_grads",
     "unflatten_like",
-    "leaves_between",
 ]
 
 

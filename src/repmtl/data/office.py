@@ -216,6 +216,7 @@ def _register(dataset: str, title: str) -> Benchmark:
             multi_input=True,
             needs_data_root=True,
             encoders=("resnet18", "resnet50"),
+            expects_pretrained=True,
             options=("split_seed",),
         )
     )

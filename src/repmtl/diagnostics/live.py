@@ -38,7 +38,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from repmtl.backward import BackwardRecord
 from repmtl.diagnostics.disentanglement import feature_disentanglement
 from repmtl.diagnostics.geometry import (
     condition_number,
@@ -48,6 +47,7 @@ from repmtl.diagnostics.geometry import (
     gradient_norms,
 )
 from repmtl.diagnostics.powerlaw import ConvMode, model_alphas
+from repmtl.step import BackwardRecord
 
 __all__ = ["layer_alphas", "step_diagnostics"]
 

@@ -9,7 +9,6 @@ True
 from __future__ import annotations
 
 import importlib
-import inspect
 import pkgutil
 from collections.abc import Sequence
 
@@ -30,20 +29,11 @@ def create(name: str, tasks: Sequence[str] | None = None, **hparams: object) -> 
 
     ``tasks`` binds the method to its task names at once; methods with learnable parameters
     (``learnable = True``, e.g. UW) must be bound before their parameters go to an optimizer.
-    Unknown hyper-parameters raise, listing the accepted ones.
+    Unknown hyper-parameters and refused values raise a
+    :class:`~repmtl.hparams.HyperparameterError` naming the method, the argument, what it
+    expects and the value given.
     """
-    cls = lookup(name)
-    accepted = [
-        p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-    unknown = sorted(set(hparams) - set(accepted))
-    if unknown:
-        raise TypeError(
-            f"method {cls.name!r} got unknown hyper-parameters {unknown}; it accepts {accepted or 'none'}"
-        )
-    method = cls(**hparams)
+    method = lookup(name)(**hparams)
     if tasks is not None:
         method.bind(tasks)
     return method

@@ -67,8 +67,6 @@ class AlignedMTL(Method):
 
     def __init__(self, scale_mode: ScaleMode = "min") -> None:
         super().__init__()
-        if scale_mode not in ("min", "median", "rmse"):
-            raise ValueError(f"scale_mode must be 'min', 'median' or 'rmse', got {scale_mode!r}")
         self.scale_mode = scale_mode
 
     def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:

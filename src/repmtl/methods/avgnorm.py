@@ -27,8 +27,6 @@ class AvgNorm(Method):
 
     def __init__(self, scope: Scope = "last_layer") -> None:
         super().__init__()
-        if scope not in ("all", "last_layer"):
-            raise ValueError(f"scope must be 'all' or 'last_layer', got {scope!r}")
         self.scope = scope  # instance attribute shadows the class default read by backward()
 
     def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:

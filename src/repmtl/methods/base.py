@@ -22,6 +22,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from repmtl.hparams import validated_init
+
 Need = Literal["losses", "gramian", "jacobian"]
 Level = Literal["parameters", "representation"]
 Scope = Literal["all", "last_layer"]
@@ -67,6 +69,11 @@ class Method(nn.Module):
     family: ClassVar[str] = ""
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # validate the declared hyper-parameters (unknown names included) before the body runs
+        cls.__init__ = validated_init(cls.__init__, lambda c: f"method {c.name!r}")
 
     def __init__(self) -> None:
         super().__init__()

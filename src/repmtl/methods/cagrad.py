@@ -33,11 +33,13 @@ official code's ``+1e-8`` guards reach.
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
 import torch
 from scipy.optimize import minimize
 
+from repmtl.hparams import NonNegative, Positive, PositiveInt
 from repmtl.methods._gramian import clip_to_norm, fallback, nonfinite_fallback
 from repmtl.methods._host import to_device, to_host
 from repmtl.methods.base import Method, register
@@ -58,17 +60,15 @@ class CAGrad(Method):
     reference = "Liu et al., NeurIPS 2021, Eq. 4 and dual (Sec. 3.2)"
 
     def __init__(
-        self, c: float = 0.5, rescale: int = 1, max_norm: float = 0.0, max_iter: int = 200, tol: float = 1e-6
+        self,
+        c: NonNegative = 0.5,
+        rescale: Literal[0, 1, 2] = 1,
+        max_norm: NonNegative = 0.0,
+        max_iter: PositiveInt = 200,
+        tol: Positive = 1e-6,
     ) -> None:
+        """``rescale``: 0 none, 1 divide by 1+c², 2 divide by 1+c; ``max_norm`` 0 disables clipping."""
         super().__init__()
-        if not (np.isfinite(c) and c >= 0):
-            raise ValueError(f"CAGrad c must be a finite number >= 0, got {c}")
-        if rescale not in (0, 1, 2):
-            raise ValueError(f"rescale must be 0 (none), 1 (divide by 1+c^2) or 2 (divide by 1+c), got {rescale}")
-        if max_norm < 0:
-            raise ValueError(f"max_norm must be >= 0 (0 disables clipping), got {max_norm}")
-        if max_iter < 1 or not tol > 0:
-            raise ValueError("max_iter must be >= 1 and tol > 0")
         self.c = float(c)
         self.rescale = int(rescale)
         self.max_norm = float(max_norm)

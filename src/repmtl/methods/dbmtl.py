@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import torch
 
+from repmtl.hparams import Decay, NonNegative
 from repmtl.methods.base import Method, register
 
 
@@ -43,12 +44,8 @@ class DBMTL(Method):
     description = "Dual balancing: log losses, and EMA task gradients rescaled to the largest EMA norm"
     reference = "Lin et al., Dual-Balancing for Multi-Task Learning, arXiv 2308.12029, Alg. 1"
 
-    def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0) -> None:
+    def __init__(self, beta: Decay = 0.9, beta_sigma: NonNegative = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1), got {beta}")
-        if beta_sigma < 0:
-            raise ValueError(f"beta_sigma must be non-negative, got {beta_sigma}")
         self.beta = beta
         self.beta_sigma = beta_sigma
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from repmtl.hparams import Positive
 from repmtl.methods.base import Method, register
 
 
@@ -22,10 +23,8 @@ class DynamicWeightAverage(Method):
     description = "Dynamic weight average: weights from the ratio of the last two epoch losses"
     reference = "Liu et al., MTAN, CVPR 2019, Eq. 7"
 
-    def __init__(self, temperature: float = 2.0) -> None:
+    def __init__(self, temperature: Positive = 2.0) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
 
     def setup(self, num_tasks: int) -> None:

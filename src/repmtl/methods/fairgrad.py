@@ -29,6 +29,7 @@ import logging
 import numpy as np
 import torch
 
+from repmtl.hparams import NonNegative, Positive, PositiveInt
 from repmtl.methods._fair import solve_fair_weights
 from repmtl.methods._gramian import (
     active_tasks,
@@ -51,14 +52,11 @@ class FairGrad(Method):
     description = "alpha-fair update: weights solve K w = w^(-1/alpha) (exact Newton solve), norm clipped"
     reference = "Ban & Ji, ICML 2024, Sec. 3"
 
-    def __init__(self, alpha: float = 1.0, max_norm: float = 1.0, max_iter: int = 100, tol: float = 1e-10) -> None:
+    def __init__(
+        self, alpha: Positive = 1.0, max_norm: NonNegative = 1.0, max_iter: PositiveInt = 100, tol: Positive = 1e-10
+    ) -> None:
+        """``max_norm`` 0 disables clipping."""
         super().__init__()
-        if not (np.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"FairGrad alpha must be a positive finite number, got {alpha}")
-        if max_norm < 0:
-            raise ValueError(f"max_norm must be >= 0 (0 disables clipping), got {max_norm}")
-        if max_iter < 1 or not tol > 0:
-            raise ValueError("max_iter must be >= 1 and tol > 0")
         self.alpha = float(alpha)
         self.max_norm = float(max_norm)
         self.max_iter = int(max_iter)

@@ -35,6 +35,7 @@ from typing import Literal
 
 import torch
 
+from repmtl.hparams import Decay, NonNegative, Positive
 from repmtl.methods.base import Method, register
 
 
@@ -53,17 +54,13 @@ class FAMO(Method):
 
     def __init__(
         self,
-        w_lr: float = 0.025,
-        gamma: float = 1e-3,
+        w_lr: Positive = 0.025,
+        gamma: NonNegative = 1e-3,
         optimizer: Literal["adam", "sgd"] = "adam",
-        adam_betas: tuple[float, float] = (0.9, 0.999),
-        adam_eps: float = 1e-8,
+        adam_betas: tuple[Decay, Decay] = (0.9, 0.999),
+        adam_eps: NonNegative = 1e-8,
     ) -> None:
         super().__init__()
-        if w_lr <= 0 or gamma < 0:
-            raise ValueError(f"w_lr must be positive and gamma non-negative, got {w_lr}, {gamma}")
-        if optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         self.w_lr = w_lr
         self.gamma = gamma
         self.optimizer = optimizer

@@ -6,10 +6,11 @@ NYUD-v2 grid search, for instance, found ``(1, 1, 2, 50)`` for (seg, depth, norm
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 
+from repmtl.hparams import NonNegative
 from repmtl.methods.base import Method, register
 
 
@@ -21,14 +22,12 @@ class FixedWeights(Method):
     description = "Fixed task weights given by the user (e.g. grid-searched)"
     reference = "Seed 002 (imbalance study), grid search, Tables II and VI"
 
-    def __init__(self, weights: Sequence[float] | Mapping[str, float] | None = None) -> None:
+    def __init__(self, weights: list[NonNegative] | dict[str, NonNegative] | None = None) -> None:
+        """``weights``: one per task in task order, or a mapping task name -> weight."""
         super().__init__()
         if weights is None:
-            raise ValueError("fixed needs weights=[w_1, ..., w_T] or weights={task: w}")
-        values = list(weights.values()) if isinstance(weights, Mapping) else list(weights)
-        if not all(isinstance(w, (int, float)) and w >= 0 and w == w and w != float("inf") for w in values):
-            raise ValueError(f"weights must be finite and non-negative, got {values}")
-        self.given = dict(weights) if isinstance(weights, Mapping) else [float(w) for w in weights]
+            raise ValueError("method 'fixed' needs weights=[w_1, ..., w_T] or weights={task: w}")
+        self.given = dict(weights) if isinstance(weights, Mapping) else list(weights)
 
     def setup(self, num_tasks: int) -> None:
         if isinstance(self.given, dict):

@@ -32,9 +32,12 @@ gradients). ``U`` comes from the global torch RNG on the Jacobian's device.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
+from repmtl.hparams import Probability
 from repmtl.methods.base import Method, register
 
 
@@ -51,11 +54,9 @@ class GradDrop(Method):
     description = "Gradient sign dropout: keep per entry only the task gradients of a randomly picked sign"
     reference = "Chen et al., NeurIPS 2020, Eq. 1, Alg. 1"
 
-    def __init__(self, leak: float | Sequence[float] = 0.0) -> None:
+    def __init__(self, leak: Probability | Annotated[list[Probability], Field(min_length=1)] = 0.0) -> None:
+        """``leak``: one value, or one per task."""
         super().__init__()
-        values = [float(leak)] if isinstance(leak, (int, float)) else [float(v) for v in leak]
-        if not values or any(not 0.0 <= v <= 1.0 for v in values):
-            raise ValueError(f"leak must be in [0, 1] (one value or one per task), got {leak!r}")
         self.leak = leak
 
     def setup(self, num_tasks: int) -> None:

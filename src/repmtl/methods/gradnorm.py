@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from repmtl.hparams import NonNegative
 from repmtl.methods.base import Method, Scope, register
 
 
@@ -48,12 +49,8 @@ class GradNorm(Method):
     description = "Learned task weights (sum T) equalising weighted gradient norms to relative training rates"
     reference = "Chen et al., ICML 2018, Eqs. 1-2"
 
-    def __init__(self, alpha: float = 1.5, scope: Scope = "last_layer") -> None:
+    def __init__(self, alpha: NonNegative = 1.5, scope: Scope = "last_layer") -> None:
         super().__init__()
-        if not (alpha >= 0 and alpha < float("inf")):
-            raise ValueError(f"GradNorm alpha must be a finite number >= 0, got {alpha}")
-        if scope not in ("all", "last_layer"):
-            raise ValueError(f"scope must be 'all' or 'last_layer', got {scope!r}")
         self.alpha = float(alpha)
         self.scope = scope  # instance attribute shadows the class default read by backward()
         self.steps = 0

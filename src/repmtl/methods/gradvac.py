@@ -37,6 +37,7 @@ from typing import Literal
 
 import torch
 
+from repmtl.hparams import Probability
 from repmtl.methods.base import Method, register
 
 Granularity = Literal["tensor", "model"]
@@ -54,17 +55,11 @@ class GradVac(Method):
 
     def __init__(
         self,
-        beta: float = 0.01,
+        beta: Probability = 0.01,
         granularity: Granularity = "tensor",
         ema: Literal["always", "on_correction"] = "always",
     ) -> None:
         super().__init__()
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
-        if granularity not in ("tensor", "model"):
-            raise ValueError(f"granularity must be 'tensor' or 'model', got {granularity!r}")
-        if ema not in ("always", "on_correction"):
-            raise ValueError(f"ema must be 'always' or 'on_correction', got {ema!r}")
         self.beta = beta
         self.granularity = granularity
         self.ema = ema

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from repmtl.hparams import NonNegativeInt
 from repmtl.methods.base import Method, register
 
 
@@ -37,10 +38,8 @@ class IGBv1(Method):
     description = "Improvable gap balancing v1: log-loss weights T*softmax(L / L_base)"
     reference = "Dai et al., UAI 2023 (IGBv1); official IGB4MTL code"
 
-    def __init__(self, base_epoch: int = 1) -> None:
+    def __init__(self, base_epoch: NonNegativeInt = 1) -> None:
         super().__init__()
-        if base_epoch < 0:
-            raise ValueError(f"base_epoch must be non-negative, got {base_epoch}")
         self.base_epoch = base_epoch
 
     def setup(self, num_tasks: int) -> None:

@@ -41,14 +41,18 @@ used from then on (``info["sac_diverged"]``).
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
+from repmtl.hparams import Finite, NonNegativeInt, Positive, PositiveInt, Probability
 from repmtl.methods.base import register
 from repmtl.methods.igbv1 import IGBv1
 
@@ -57,7 +61,7 @@ log = logging.getLogger(__name__)
 
 def _mlp(sizes: Sequence[int], last_activation: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if k < len(sizes) - 2 or last_activation:
             layers.append(nn.ReLU())
@@ -104,26 +108,20 @@ class IGBv2(IGBv1):
 
     def __init__(
         self,
-        base_epoch: int = 1,
-        random_epochs: int = 5,
-        update_after_epochs: int = 3,
-        update_every: int = 50,
-        buffer_size: int = 10_000,
-        sac_lr: float = 3e-4,
-        batch_size: int = 256,
-        hidden: Sequence[int] = (128, 128),
-        discount: float = 0.99,
-        tau: float = 0.005,
-        init_alpha: float = 0.2,
-        reward_scale: float = 1.0,
+        base_epoch: NonNegativeInt = 1,
+        random_epochs: NonNegativeInt = 5,
+        update_after_epochs: NonNegativeInt = 3,
+        update_every: PositiveInt = 50,
+        buffer_size: PositiveInt = 10_000,
+        sac_lr: Positive = 3e-4,
+        batch_size: PositiveInt = 256,
+        hidden: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (128, 128),
+        discount: Probability = 0.99,
+        tau: Annotated[float, Field(gt=0, le=1)] = 0.005,
+        init_alpha: Positive = 0.2,
+        reward_scale: Finite = 1.0,
     ) -> None:
         super().__init__(base_epoch)
-        if random_epochs < 0 or update_after_epochs < 0:
-            raise ValueError("random_epochs and update_after_epochs must be non-negative")
-        if update_every < 1 or buffer_size < 1 or batch_size < 1 or not hidden:
-            raise ValueError("update_every, buffer_size, batch_size must be positive and hidden non-empty")
-        if sac_lr <= 0 or not 0 <= discount <= 1 or not 0 < tau <= 1 or init_alpha <= 0:
-            raise ValueError("need sac_lr > 0, 0 <= discount <= 1, 0 < tau <= 1 and init_alpha > 0")
         self.random_epochs = random_epochs
         self.update_after_epochs = update_after_epochs
         self.update_every = update_every

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from repmtl.hparams import Finite
 from repmtl.methods._host import to_device, to_host
 from repmtl.methods.base import Method, register
 from repmtl.methods.imtl_g import imtl_g_or_fallback
@@ -35,10 +36,8 @@ class IMTL(Method):
     description = "IMTL-L learned loss scales, then IMTL-G on the scaled gradients"
     reference = "Liu et al., ICLR 2021, Sec. 3.3, Alg. 1"
 
-    def __init__(self, init_scale: float = 0.0) -> None:
+    def __init__(self, init_scale: Finite = 0.0) -> None:
         super().__init__()
-        if not torch.isfinite(torch.tensor(float(init_scale))):
-            raise ValueError(f"init_scale must be finite, got {init_scale}")
         self.init_scale = float(init_scale)
         self._step_losses: torch.Tensor | None = None
 

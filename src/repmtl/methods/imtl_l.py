@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from repmtl.hparams import Finite
 from repmtl.methods.base import Method, register
 
 
@@ -29,10 +30,8 @@ class IMTLL(Method):
     description = "Impartial loss scaling: learned scales s_t, objective e^{s_t} L_t - s_t"
     reference = "Liu et al., ICLR 2021, Sec. 3.1, Eq. 2"
 
-    def __init__(self, init_scale: float = 0.0) -> None:
+    def __init__(self, init_scale: Finite = 0.0) -> None:
         super().__init__()
-        if not torch.isfinite(torch.tensor(float(init_scale))):
-            raise ValueError(f"init_scale must be finite, got {init_scale}")
         self.init_scale = float(init_scale)
 
     def setup(self, num_tasks: int) -> None:

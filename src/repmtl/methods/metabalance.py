@@ -28,6 +28,7 @@ from typing import Literal
 
 import torch
 
+from repmtl.hparams import Decay, NonNegativeInt, Probability
 from repmtl.methods.base import Method, register
 
 Strategy = Literal["both", "reduce", "enlarge"]
@@ -44,15 +45,14 @@ class MetaBalance(Method):
     reference = "He et al., WWW 2022, Alg. 1"
 
     def __init__(
-        self, relax_factor: float = 0.7, beta: float = 0.9, strategy: Strategy = "both", target: int | str = 0
+        self,
+        relax_factor: Probability = 0.7,
+        beta: Decay = 0.9,
+        strategy: Strategy = "both",
+        target: NonNegativeInt | str = 0,
     ) -> None:
+        """``target``: the target task, by index or name."""
         super().__init__()
-        if not 0.0 <= relax_factor <= 1.0:
-            raise ValueError(f"relax_factor must be in [0, 1], got {relax_factor}")
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1), got {beta}")
-        if strategy not in ("both", "reduce", "enlarge"):
-            raise ValueError(f"strategy must be 'both', 'reduce' or 'enlarge', got {strategy!r}")
         self.relax_factor = relax_factor
         self.beta = beta
         self.strategy = strategy

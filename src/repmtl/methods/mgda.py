@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from repmtl.hparams import Positive, PositiveInt
 from repmtl.methods._host import to_device, to_host
 from repmtl.methods._minnorm import min_norm_weights
 from repmtl.methods.base import Method, register
@@ -37,13 +38,13 @@ class MGDA(Method):
     reference = "Sener & Koltun, NeurIPS 2018, Eq. 3 / Eq. 7"
 
     def __init__(
-        self, normalization: Normalization = "none", solver: str = "exact", max_iter: int = 250, tol: float = 1e-10
+        self,
+        normalization: Normalization = "none",
+        solver: Literal["exact", "frank-wolfe"] = "exact",
+        max_iter: PositiveInt = 250,
+        tol: Positive = 1e-10,
     ) -> None:
         super().__init__()
-        if normalization not in ("none", "l2", "loss", "loss+"):
-            raise ValueError(f"normalization must be none, l2, loss or loss+, got {normalization!r}")
-        if solver not in ("exact", "frank-wolfe"):
-            raise ValueError(f"solver must be 'exact' or 'frank-wolfe', got {solver!r}")
         self.solver = solver
         self.normalization = normalization
         self.max_iter = max_iter

@@ -31,10 +31,12 @@ size changes with the batch), so tracking them has no meaning and the level is r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 
+from repmtl.hparams import NonNegative
 from repmtl.methods.base import Method, register
 
 
@@ -52,23 +54,15 @@ class MoCo(Method):
 
     def __init__(
         self,
-        beta: float = 0.5,
-        beta_sigma: float = 0.5,
-        gamma: float = 0.1,
-        gamma_sigma: float = 0.5,
-        rho: float = 0.0,
+        beta: Annotated[float, Field(gt=0, le=1)] = 0.5,
+        beta_sigma: NonNegative = 0.5,
+        gamma: NonNegative = 0.1,
+        gamma_sigma: NonNegative = 0.5,
+        rho: NonNegative = 0.0,
         projection: Literal["softmax", "simplex"] = "softmax",
         gradient_normalization: Literal["loss", "none"] = "loss",
     ) -> None:
         super().__init__()
-        if not 0.0 < beta <= 1.0:
-            raise ValueError(f"beta must be in (0, 1], got {beta}")
-        if gamma < 0 or rho < 0 or beta_sigma < 0 or gamma_sigma < 0:
-            raise ValueError("gamma, rho and the decay exponents must be non-negative")
-        if projection not in ("softmax", "simplex"):
-            raise ValueError(f"projection must be 'softmax' or 'simplex', got {projection!r}")
-        if gradient_normalization not in ("loss", "none"):
-            raise ValueError(f"gradient_normalization must be 'loss' or 'none', got {gradient_normalization!r}")
         self.beta, self.beta_sigma = beta, beta_sigma
         self.gamma, self.gamma_sigma = gamma, gamma_sigma
         self.rho = rho

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 import torch
 
+from repmtl.hparams import Decay, Finite, NonNegative
 from repmtl.methods.base import Method, register
 
 
@@ -52,16 +53,12 @@ class MTAdam(Method):
 
     def __init__(
         self,
-        betas: tuple[float, float, float] = (0.9, 0.999, 0.9),
-        eps: float = 1e-8,
-        ranks: Sequence[float] | None = None,
-        norm_threshold: float = 1e-10,
+        betas: tuple[Decay, Decay, Decay] = (0.9, 0.999, 0.9),
+        eps: NonNegative = 1e-8,
+        ranks: list[Finite] | None = None,
+        norm_threshold: NonNegative = 1e-10,
     ) -> None:
         super().__init__()
-        if len(betas) != 3 or any(not 0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"betas must be three values in [0, 1), got {betas!r}")
-        if eps < 0:
-            raise ValueError(f"eps must be non-negative, got {eps}")
         self.betas = tuple(float(b) for b in betas)
         self.eps = eps
         self.ranks = None if ranks is None else [float(r) for r in ranks]
@@ -87,7 +84,7 @@ class MTAdam(Method):
         sizes = [int(s) for s in segments]
         if sum(sizes) != jacobian.shape[1]:
             raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {jacobian.shape[1]} columns")
-        tasks, width = jacobian.shape
+        tasks, _width = jacobian.shape
         self.lazy_buffer("norms", jacobian.new_zeros(tasks, len(sizes)))
         self.lazy_buffer("exp_avg", jacobian)
         self.lazy_buffer("exp_avg_sq", jacobian)

@@ -39,6 +39,7 @@ import logging
 import numpy as np
 import torch
 
+from repmtl.hparams import NonNegative, Positive, PositiveInt
 from repmtl.methods._fair import solve_fair_weights
 from repmtl.methods._gramian import active_tasks, clip_to_norm, fallback
 from repmtl.methods._host import to_device, to_host
@@ -56,15 +57,14 @@ class NashMTL(Method):
     reference = "Navon et al., ICML 2022, Eq. 3 / Thm. 3.1"
 
     def __init__(
-        self, max_norm: float = 1.0, update_weights_every: int = 1, max_iter: int = 100, tol: float = 1e-10
+        self,
+        max_norm: NonNegative = 1.0,
+        update_weights_every: PositiveInt = 1,
+        max_iter: PositiveInt = 100,
+        tol: Positive = 1e-10,
     ) -> None:
+        """``max_norm`` 0 disables clipping."""
         super().__init__()
-        if max_norm < 0:
-            raise ValueError(f"max_norm must be >= 0 (0 disables clipping), got {max_norm}")
-        if update_weights_every < 1:
-            raise ValueError(f"update_weights_every must be >= 1, got {update_weights_every}")
-        if max_iter < 1 or not tol > 0:
-            raise ValueError("max_iter must be >= 1 and tol > 0")
         self.max_norm = float(max_norm)
         self.update_weights_every = int(update_weights_every)
         self.max_iter = int(max_iter)

@@ -32,8 +32,6 @@ class PCGrad(Method):
 
     def __init__(self, reduction: Literal["sum", "mean"] = "sum") -> None:
         super().__init__()
-        if reduction not in ("sum", "mean"):
-            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         self.reduction = reduction
 
     def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:

@@ -30,10 +30,9 @@ Defaults ``mu = 1.0``, ``warmup_epochs = 4`` (the official configuration).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
+from repmtl.hparams import NonNegativeInt, Positive
 from repmtl.methods.base import Method, register
 
 
@@ -50,14 +49,11 @@ class STCH(Method):
     description = "Smooth Tchebycheff scalarisation of nadir-normalised log losses, after a log-EW warm-up"
     reference = "Lin et al., ICML 2024 (smooth Tchebycheff); official STCH_MTL code"
 
-    def __init__(self, mu: float = 1.0, warmup_epochs: int = 4, nadir: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, mu: Positive = 1.0, warmup_epochs: NonNegativeInt = 4, nadir: list[Positive] | None = None
+    ) -> None:
+        """``nadir``: one positive loss per task (else estimated during the warm-up epochs)."""
         super().__init__()
-        if mu <= 0:
-            raise ValueError(f"mu must be positive, got {mu}")
-        if warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be non-negative, got {warmup_epochs}")
-        if nadir is not None and any(float(v) <= 0 for v in nadir):
-            raise ValueError(f"nadir values must be positive losses, got {list(nadir)}")
         self.mu = mu
         self.warmup_epochs = warmup_epochs
         self.nadir = None if nadir is None else [float(v) for v in nadir]

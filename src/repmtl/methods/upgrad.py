@@ -27,12 +27,12 @@ gradients are handled at their true scale. Heads get their plain task gradients 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 from scipy.optimize import nnls
 
+from repmtl.hparams import NonNegative, Positive
 from repmtl.methods._gramian import active_tasks, fallback, min_norm_weights_exact
 from repmtl.methods._host import to_device, to_host
 from repmtl.methods.base import Method, register
@@ -79,16 +79,12 @@ class UPGrad(Method):
     description = "Average of the task gradients projected onto the dual cone of all of them (non-conflicting)"
     reference = "Quinton & Rey, arXiv 2406.16232 (2024), Sec. 3; TorchJD"
 
-    def __init__(self, pref_vector: Sequence[float] | None = None, reg_eps: float = 0.0, tol: float = 1e-9) -> None:
+    def __init__(
+        self, pref_vector: list[NonNegative] | None = None, reg_eps: NonNegative = 0.0, tol: Positive = 1e-9
+    ) -> None:
         super().__init__()
-        if pref_vector is not None:
-            pref = np.asarray(pref_vector, dtype=np.float64)
-            if pref.ndim != 1 or not np.all(np.isfinite(pref)) or np.any(pref < 0) or not pref.sum() > 0:
-                raise ValueError(
-                    f"pref_vector must be a 1-D sequence of non-negative finite numbers, got {pref_vector}"
-                )
-        if reg_eps < 0 or not tol > 0:
-            raise ValueError("reg_eps must be >= 0 and tol > 0")
+        if pref_vector is not None and not sum(pref_vector) > 0:
+            raise ValueError(f"method 'upgrad': pref_vector needs a positive sum, got {pref_vector}")
         self.pref_vector = None if pref_vector is None else [float(x) for x in pref_vector]
         self.reg_eps = float(reg_eps)
         self.tol = float(tol)

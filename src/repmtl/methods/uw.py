@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from repmtl.hparams import Finite
 from repmtl.methods.base import Method, register
 
 
@@ -23,7 +24,7 @@ class UncertaintyWeighting(Method):
     description = "Uncertainty weighting: learned log-variances s_t, weights exp(-s_t)/2"
     reference = "Kendall et al., CVPR 2018, Eq. 7"
 
-    def __init__(self, init_log_variance: float = 0.0) -> None:
+    def __init__(self, init_log_variance: Finite = 0.0) -> None:
         super().__init__()
         self.init_log_variance = init_log_variance
 

@@ -14,6 +14,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from repmtl.hparams import validated_init
+
 
 @dataclass(frozen=True)
 class Penalty:
@@ -27,6 +29,11 @@ class Penalty:
 class Regularizer(nn.Module):
     name: ClassVar[str] = ""
     needs_saliency: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # validate the declared hyper-parameters (unknown names included) before the body runs
+        cls.__init__ = validated_init(cls.__init__, lambda c: f"regularizer {c.name!r}")
 
     def forward(self, saliency: torch.Tensor, losses: torch.Tensor, *, multi_input: bool = False) -> list[Penalty]:
         """Penalties from saliencies ``(T, B, …)`` and the task losses ``(T,)``.

@@ -36,6 +36,7 @@ from typing import Literal
 
 import torch
 
+from repmtl.hparams import NonNegative
 from repmtl.regularizers.base import Penalty, Regularizer, register_regularizer
 
 
@@ -45,13 +46,9 @@ class CosReg(Regularizer):
     needs_saliency = True
 
     def __init__(
-        self, weight: float = 1.0, reduction: Literal["sum", "mean"] = "sum", per_sample: bool = False
+        self, weight: NonNegative = 1.0, reduction: Literal["sum", "mean"] = "sum", per_sample: bool = False
     ) -> None:
         super().__init__()
-        if reduction not in ("sum", "mean"):
-            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-        if weight < 0:
-            raise ValueError(f"weight must be non-negative, got {weight}")
         self.weight = float(weight)
         self.reduction = reduction
         self.per_sample = per_sample

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import torch
 
+from repmtl.hparams import NonNegative, Positive
 from repmtl.regularizers.base import Penalty, Regularizer, register_regularizer
 
 _TINY = 1e-30
@@ -123,19 +124,15 @@ class RepMTL(Regularizer):
 
     def __init__(
         self,
-        lambda_tsr: float = 0.9,
-        lambda_csa: float = 0.9,
-        tau: float = 0.1,
+        lambda_tsr: NonNegative = 0.9,
+        lambda_csa: NonNegative = 0.9,
+        tau: Positive = 0.1,
         tsr: bool = True,
         csa: bool = True,
         include_positive: bool = False,
-        eps: float = 1e-8,
+        eps: Positive = 1e-8,
     ) -> None:
         super().__init__()
-        if tau <= 0:
-            raise ValueError(f"tau must be positive, got {tau}")
-        if lambda_tsr < 0 or lambda_csa < 0:
-            raise ValueError("the regularisation strengths must be non-negative")
         self.lambda_tsr, self.lambda_csa, self.tau = float(lambda_tsr), float(lambda_csa), float(tau)
         self.use_tsr, self.use_csa = bool(tsr), bool(csa)
         self.include_positive, self.eps = bool(include_positive), float(eps)

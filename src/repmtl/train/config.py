@@ -60,17 +60,10 @@ class TrainConfig:
         return cls(**data)
 
     def run_name(self) -> str:
-        """Default folder name: ``stl-<task>`` or ``<method>[+<regularizer>]-<level>``, plus the seed."""
-        if self.name:
-            return self.name
-        if self.single_task:
-            return f"stl-{self.single_task}-seed{self.seed}"
-        parts = [self.method]
-        if self.regularizer:
-            parts[0] += f"+{self.regularizer}"
-        if self.level:
-            parts.append(self.level[:3])
-        return "-".join(parts) + f"-seed{self.seed}"
+        """The run folder's name; set (or checked) by :func:`repmtl.train.resolve.resolve`."""
+        if self.name is None:
+            raise ValueError("this config is not resolved: call repmtl.train.resolve.resolve(config) first")
+        return self.name
 
     def run_dir(self) -> Path:
         return Path(self.out) / self.benchmark / self.run_name()

@@ -8,14 +8,20 @@ them; the table reports test metrics.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from repmtl.experiments.benchmarks import get_benchmark
 from repmtl.metrics.improvement import Improvement, delta_p
 from repmtl.train.config import TrainConfig
+from repmtl.train.resolve import build_options, resolve
+from repmtl.train.runfolder import State, check_writable, folder_state, plan_start
+from repmtl.train.runlog import write_json_atomic
 from repmtl.train.trainer import RunResult, Scores, single_task_config, train
 
 
@@ -31,14 +37,30 @@ class ExperimentResult:
 
 
 def ensure_baseline(config: TrainConfig, task: str, console: Console) -> RunResult:
-    stl = single_task_config(config, task)
-    results = stl.run_dir() / "results.json"
-    if results.exists():
-        console.print(f"using cached single-task baseline for {task!r}: {stl.run_dir()}")
-        return RunResult.load(stl.run_dir())
-    console.print(f"training the single-task baseline for {task!r} (cached in {stl.run_dir()})")
-    partial = (stl.run_dir() / "checkpoints" / "last.pt").exists()
-    return train(stl, resume=partial, console=console)
+    """The cached single-task baseline of ``config``'s budget for ``task``: reused when finished,
+    resumed when interrupted, else trained. A baseline that fails before its first checkpoint
+    leaves no folder behind."""
+    stl = resolve(single_task_config(config, task))
+    run_dir = stl.run_dir()
+    state = folder_state(run_dir)
+    if state is State.FINISHED or (state is State.ORPHAN and (run_dir / "results.json").exists()):
+        console.print(f"using cached single-task baseline for {task!r}: {run_dir}")
+        return RunResult.load(run_dir)
+    console.print(f"training the single-task baseline for {task!r} (cached in {run_dir})")
+    existed = run_dir.exists()
+    try:
+        return train(stl, resume=state is State.PARTIAL, overwrite=state is State.ORPHAN, console=console)
+    except Exception:
+        if not existed and folder_state(run_dir) is State.EMPTY:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def preflight(config: TrainConfig, *, resume: bool, overwrite: bool) -> None:
+    """Every check that can fail a run, done before any baseline trains: the config, the run
+    folder's state against ``resume``/``overwrite``, and that the output folder is writable."""
+    plan_start(config.run_dir(), resume=resume, overwrite=overwrite)
+    check_writable(Path(config.out) / config.benchmark)
 
 
 def run_experiment(
@@ -49,35 +71,31 @@ def run_experiment(
     baselines: bool = True,
     console: Console | None = None,
 ) -> ExperimentResult:
-    from repmtl.experiments.presets import resolve_presets
-
+    """Train (or reuse) the single-task baselines, then the run; ``results.json`` gets Δp and the
+    baseline folders it was computed against."""
     console = console or Console(stderr=True)
-    config = resolve_presets(config)
+    config = resolve(config)
+    preflight(config, resume=resume, overwrite=overwrite)
     if config.single_task:
         return ExperimentResult(train(config, resume=resume, overwrite=overwrite, console=console), {}, None)
-    from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
-
-    bench = get_benchmark(config.benchmark)
-    options = BuildOptions(data_root=Path(config.data_root) if config.data_root else None, encoder=config.encoder,
-                           seed=config.seed, extra=dict(config.options))
-    bench.check_options(config.options)
-    task_names = [t.name for t in bench.tasks(options)]
-    _check_method(config, task_names)
+    task_names = [t.name for t in get_benchmark(config.benchmark).tasks(build_options(config))]
     stl = {t: ensure_baseline(config, t, console) for t in task_names} if baselines else {}
     baseline_val = {t: r.val[t] for t, r in stl.items()} if stl else None
     run = train(config, resume=resume, overwrite=overwrite, baseline_val=baseline_val, console=console)
     improvement = delta_p(run.test, {t: r.test[t] for t, r in stl.items()}, run.lower_is_better) if stl else None
-    return ExperimentResult(run, stl, improvement)
+    result = ExperimentResult(run, stl, improvement)
+    write_json_atomic(run.run_dir / "results.json", {**run.to_dict(), **_comparison(result)})
+    return result
 
 
-def _check_method(config: TrainConfig, task_names: list[str]) -> None:
-    """Fail on a bad method, level or regularizer before any baseline is trained."""
-    from repmtl import methods, regularizers
-
-    method = methods.create(config.method, tasks=task_names, **config.method_args)
-    method.check_level(config.level or method.default_level)
-    if config.regularizer:
-        regularizers.create(config.regularizer, **config.regularizer_args)
+def _comparison(result: ExperimentResult) -> dict[str, Any]:
+    imp = result.improvement
+    return {
+        "baselines": {t: str(r.run_dir) for t, r in result.baselines.items()},
+        "improvement": None if imp is None else {
+            "delta_p_task": imp.task, "delta_p_metric": imp.metric, "per_metric": imp.per_metric,
+        },
+    }
 
 
 def results_table(result: ExperimentResult) -> Table:
@@ -89,7 +107,7 @@ def results_table(result: ExperimentResult) -> Table:
     table.add_column("task / metric")
     if result.baselines:
         table.add_column("STL", justify="right")
-    table.add_column(run.config.run_name(), justify="right")
+    table.add_column(run.run_dir.name, justify="right")
     if imp:
         table.add_column("Δ % (± better)", justify="right")
     for task in run.tasks:
@@ -143,7 +161,7 @@ def comparison_table(results: list[ExperimentResult]) -> Table:
     if with_stl:
         table.add_column("STL", justify="right")
     for r in results:
-        table.add_column(r.run.config.run_name(), justify="right")
+        table.add_column(r.run.run_dir.name, justify="right")
     for task in first.tasks:
         for metric in first.test[task]:
             arrow = "↓" if first.lower_is_better[task][metric] else "↑"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -17,13 +18,42 @@ import torch
 
 
 def to_floats(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Tensors (scalars) -> floats with one host transfer; other values unchanged."""
-    tensor_keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
-    out = {k: v for k, v in values.items() if k not in tensor_keys}
-    if tensor_keys:
-        stacked = torch.stack([values[k].detach().reshape(()).to("cpu", torch.float64) for k in tensor_keys])
-        out.update(zip(tensor_keys, stacked.tolist()))
+    """Tensors -> floats with one host transfer; other values unchanged. A tensor of ``n > 1``
+    elements becomes ``n`` entries ``key/0 … key/n-1`` (callers name per-task vectors first,
+    see :func:`name_vectors`)."""
+    tensors = {k: v.detach().reshape(-1) for k, v in values.items() if isinstance(v, torch.Tensor)}
+    out = {k: v for k, v in values.items() if k not in tensors}
+    if tensors:
+        flat = torch.cat([t.to("cpu", torch.float64) for t in tensors.values()]).tolist()
+        start = 0
+        for key, tensor in tensors.items():
+            n = tensor.numel()
+            if n == 1:
+                out[key] = flat[start]
+            else:
+                out.update({f"{key}/{i}": flat[start + i] for i in range(n)})
+            start += n
     return out
+
+
+def name_vectors(values: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """Split every tensor with one entry per task into ``key/<task>`` entries (no host sync)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, torch.Tensor) and value.numel() == len(names) > 1:
+            flat = value.detach().reshape(-1)
+            out.update({f"{key}/{name}": flat[i] for i, name in enumerate(names)})
+        else:
+            out[key] = value
+    return out
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file and rename it over ``path`` (never a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def _truncate_jsonl(path: Path, key: str, last: int) -> None:

@@ -13,28 +13,23 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from repmtl import methods as M
 from repmtl import regularizers as R
-from repmtl.backward import BackwardRecord, backward
 from repmtl.diagnostics import layer_alphas, step_diagnostics
-from repmtl.experiments.benchmarks import Benchmark, BuildOptions, get_benchmark
+from repmtl.experiments.benchmarks import Benchmark, get_benchmark
 from repmtl.metrics.improvement import delta_p
+from repmtl.step import BackwardRecord, backward
 from repmtl.tasks import Task
 from repmtl.train import checkpoint as ckpt
 from repmtl.train.config import TrainConfig
+from repmtl.train.console import epoch_progress, print_epoch
 from repmtl.train.data import MultiInputEpoch, eval_loader, to_device, train_loader
+from repmtl.train.interrupt import StopFlag, TrainingInterrupted, stop_on_signals
 from repmtl.train.optim import build_optimizers
-from repmtl.train.runlog import RunLogger, environment
+from repmtl.train.resolve import build_options, resolve
+from repmtl.train.runfolder import check_writable, clear_run, plan_start
+from repmtl.train.runlog import RunLogger, environment, name_vectors, write_json_atomic
 
 log = logging.getLogger(__name__)
 Scores = dict[str, dict[str, float]]
@@ -84,52 +79,25 @@ class Trainer:
     """Builds a run from its config and trains it.
 
     ``baseline_val``: single-task validation scores; when given, the epoch is selected by
-    ``Δp_task`` on validation against them (SPEC §5), otherwise by the mean signed relative
-    change of each task's primary metric against the first epoch.
+    ``Δp_task`` on validation against them, otherwise by the mean signed relative change of each
+    task's primary metric against the first epoch.
     """
 
     def __init__(self, config: TrainConfig, baseline_val: Scores | None = None, console: Console | None = None) -> None:
-        from repmtl.experiments.presets import resolve_presets
-
-        config = resolve_presets(config)
+        config = resolve(config)
         self.config = config
         self.console = console or Console(stderr=True)
         self.benchmark: Benchmark = get_benchmark(config.benchmark)
         self.baseline_val = baseline_val
         self.device = torch.device(config.device)
         self.run_dir = config.run_dir()
-
+        self.options = build_options(config)
         bench = self.benchmark
-        if bench.needs_data_root and not config.data_root:
-            raise ValueError(f"benchmark {bench.name!r} needs --data-root (a folder of its preprocessed data)")
-        if config.encoder and bench.encoders and config.encoder not in bench.encoders:
-            raise ValueError(f"benchmark {bench.name!r} offers encoders {list(bench.encoders)}, not {config.encoder!r}")
-        self.options = BuildOptions(
-            data_root=Path(config.data_root) if config.data_root else None,
-            encoder=config.encoder,
-            seed=config.seed,
-            pretrained=Path(config.pretrained) if config.pretrained else None,
-            extra=dict(config.options),
-        )
-        bench.check_options(config.options)
-        defaults = bench.defaults
-        self.epochs = config.epochs if config.epochs is not None else defaults.epochs
-        self.batch_size = config.batch_size or defaults.batch_size
-        self.eval_batch_size = defaults.eval_batch_size or self.batch_size
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch size must be positive")
-        if config.max_steps is not None and config.max_steps < 1:
-            raise ValueError("max_steps must be positive")
-        if config.diagnostics_every is not None and config.diagnostics_every < 1:
-            raise ValueError("diagnostics every=N needs N ≥ 1")
-        if config.diagnostics_level not in ("auto", "representation"):
-            raise ValueError(f"diagnostics level must be auto or representation, got {config.diagnostics_level!r}")
+        self.epochs, self.batch_size = config.epochs, config.batch_size
+        self.eval_batch_size = bench.defaults.eval_batch_size or self.batch_size
 
         tasks = bench.tasks(self.options)
         if config.single_task:
-            names = [t.name for t in tasks]
-            if config.single_task not in names:
-                raise KeyError(f"unknown task {config.single_task!r} for {bench.name}; tasks: {names}")
             tasks = [t for t in tasks if t.name == config.single_task]
         self.tasks: list[Task] = tasks
         self.task_names = tuple(t.name for t in tasks)
@@ -140,69 +108,72 @@ class Trainer:
         method_name = "ew" if config.single_task else config.method
         method_args = {} if config.single_task else config.method_args
         self.method = M.create(method_name, tasks=self.task_names, **method_args).to(self.device)
-        self.level = config.level or self.method.default_level
-        self.method.check_level(self.level)
+        self.level = config.level
         self.regularizers = [] if (config.single_task or not config.regularizer) else [
             R.create(config.regularizer, **config.regularizer_args).to(self.device)
         ]
-        lr = config.lr if config.lr is not None else defaults.lr
-        weight_decay = config.weight_decay if config.weight_decay is not None else defaults.weight_decay
         self.shared = [p for p in self.model.shared_parameters()]
         regularizer_params = [p for r in self.regularizers for p in r.parameters()]
         self.optimizers = build_optimizers(self.model, self.shared, self.method, regularizer_params,
-                                           defaults, lr, weight_decay)
+                                           bench.defaults, config.lr, config.weight_decay)
         self.epoch = 0  # epochs completed
         self.step = 0
         self.best_score = -float("inf")
-        self.best_epoch = -1
+        self.best_epoch = -1  # 1-based epoch of best.pt
         self.reference_val: Scores | None = None
+        #: where an interrupted epoch stopped: batches done and the epoch's running sums
+        self._position: dict[str, Any] | None = None
+        self._pending_rng: dict[str, Any] | None = None
 
     # ---- the public entry point ------------------------------------------------------------
 
     def fit(self, resume: bool = False, overwrite: bool = False) -> RunResult:
-        last = self.run_dir / "checkpoints" / "last.pt"
-        resumed = False
-        if last.exists():
-            if resume:
-                self._restore(ckpt.load(last, self.device))
-                resumed = True
-            elif not overwrite:
-                raise FileExistsError(
-                    f"{self.run_dir} already holds a run; pass --resume to continue it, --overwrite to "
-                    "start again, or --name for a new folder"
-                )
-        elif resume:
-            self.console.print(f"[yellow]nothing to resume in {self.run_dir}; starting a new run[/]")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        plan = plan_start(self.run_dir, resume=resume, overwrite=overwrite)
+        if plan.note:
+            self.console.print(f"[yellow]{plan.note}[/]")
+        check_writable(self.run_dir)
+        stale = ckpt.remove_stale_temporaries(self.run_dir / "checkpoints")
+        if stale:
+            self.console.print(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write")
+        if plan.action == "resume":
+            self._restore(ckpt.load(self.run_dir / "checkpoints" / "last.pt", self.device))
+        else:
+            clear_run(self.run_dir)
+            self._warn_random_init()
         resolved = {**self.config.to_dict(), "tasks": list(self.task_names)}
         (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
         (self.run_dir / "environment.json").write_text(json.dumps(environment(), indent=2, default=str))
-        logger = RunLogger(self.run_dir, resume=(self.epoch - 1, self.step) if resumed else None)
+        logger = RunLogger(self.run_dir, resume=(self.epoch, self.step) if plan.action == "resume" else None)
         try:
-            while self.epoch < self.epochs:
-                train_stats = self._train_epoch(logger)
-                val = self.evaluate("val")
-                score = self._selection_score(val)
-                improved = score > self.best_score
-                if improved:
-                    self.best_score, self.best_epoch = score, self.epoch
-                    ckpt.assert_finite_parameters(self.model)
-                    ckpt.save_atomic(
-                        {"model": self.model.state_dict(), "epoch": self.epoch, "val": val},
-                        self.run_dir / "checkpoints" / "best.pt",
-                    )
-                row = {**train_stats, **_flatten("val", val), "selection_score": score, "lr": self.optimizers.lr}
-                if self.config.diagnostics_every:
-                    row.update(layer_alphas(self.model))
-                logger.log_epoch(self.epoch, self.step, row)
-                self._print_epoch(val, score, improved)
-                self.method.end_epoch()
-                self.optimizers.end_epoch()
-                self.epoch += 1
-                self._save_last()
+            with stop_on_signals() as stop:
+                while self.epoch < self.epochs:
+                    self._run_epoch(logger, stop)
         finally:
             logger.close()
         return self._finish()
+
+    def _run_epoch(self, logger: RunLogger, stop: StopFlag) -> None:
+        number = self.epoch + 1  # epochs are counted from 1 wherever a person reads them
+        train_stats = self._train_epoch(logger, stop)
+        val = self.evaluate("val")
+        score = self._selection_score(val)
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch = score, number
+            ckpt.assert_finite_parameters(self.model)
+            ckpt.save_atomic(
+                {"model": self.model.state_dict(), "epoch": number, "val": val},
+                self.run_dir / "checkpoints" / "best.pt",
+            )
+        row = {**train_stats, **_flatten("val", val), "selection_score": score, "lr": self.optimizers.lr}
+        if self.config.diagnostics_every:
+            row.update(layer_alphas(self.model))
+        logger.log_epoch(number, self.step, row)
+        print_epoch(self.console, self.run_dir.name, number, self.epochs, val, score, improved)
+        self.method.end_epoch()
+        self.optimizers.end_epoch()
+        self.epoch += 1
+        self._save_last()
 
     # ---- training ------------------------------------------------------------------------
 
@@ -213,35 +184,53 @@ class Trainer:
             return MultiInputEpoch(train, self.batch_size, cfg.seed, self.epoch, cfg.num_workers)
         return train_loader(self.splits.train, self.batch_size, cfg.seed, self.epoch, cfg.num_workers)
 
-    def _train_epoch(self, logger: RunLogger) -> dict[str, torch.Tensor]:
+    def _train_epoch(self, logger: RunLogger, stop: StopFlag) -> dict[str, Any]:
         self.model.train()
         batches = self._batches()
         total = len(batches) if self.config.max_steps is None else min(len(batches), self.config.max_steps)
-        loss_sum = torch.zeros(len(self.task_names), device=self.device, dtype=torch.float64)
-        penalty_sum: dict[str, torch.Tensor] = {}
+        position = self._position or {
+            "batch": 0,
+            "loss_sum": torch.zeros(len(self.task_names), device=self.device, dtype=torch.float64),
+            "penalty_sum": {},
+        }
+        self._position = position
         started = time.perf_counter()
-        with self._progress(f"epoch {self.epoch + 1}/{self.epochs}", total) as advance:
-            for index, batch in enumerate(batches):
-                if index >= total:
-                    break
+        iterator = iter(batches)
+        for _ in range(position["batch"]):  # a resumed epoch: the same order, the same batches skipped
+            next(iterator)
+        if self._pending_rng is not None:
+            ckpt.set_rng_state(self._pending_rng)  # after the skipped batches drew their augmentations
+            self._pending_rng = None
+        description = f"epoch {self.epoch + 1}/{self.epochs}"
+        with epoch_progress(self.console, description, total, position["batch"], self.config.progress) as advance:
+            while position["batch"] < total:
+                if stop.requested:
+                    self._save_last()
+                    raise TrainingInterrupted(stop.signal_name, self.run_dir, self.epoch + 1, self.step)
+                batch = next(iterator)
                 every = self.config.diagnostics_every
                 diagnose = every is not None and (self.step + 1) % every == 0
                 record = self._train_step(to_device(batch, self.device), keep_saliency=diagnose)
-                loss_sum += record.losses.to(torch.float64)
+                position["loss_sum"] += record.losses.to(torch.float64)
                 for name, value in record.penalties.items():
-                    penalty_sum[name] = penalty_sum.get(name, 0) + value.to(torch.float64)
+                    position["penalty_sum"][name] = position["penalty_sum"].get(name, 0) + value.to(torch.float64)
                 self.step += 1
+                position["batch"] += 1
+                loss = None
                 if diagnose or self.step % self.config.log_every == 0:
                     values = self._step_values(record)
                     if diagnose:
                         values.update(step_diagnostics(record, level=self.config.diagnostics_level))
-                    logger.log_step(self.step, self.epoch, values)
-                advance()
-        stats: dict[str, Any] = {f"train/loss/{t}": loss_sum[i] / total for i, t in enumerate(self.task_names)}
-        stats.update({f"train/penalty/{k}": v / total for k, v in penalty_sum.items()})
+                    row = logger.log_step(self.step, self.epoch + 1, values)
+                    loss = sum(row[f"loss/{t}"] for t in self.task_names)
+                advance(loss)
+        stats: dict[str, Any] = {
+            f"train/loss/{t}": position["loss_sum"][i] / total for i, t in enumerate(self.task_names)
+        }
+        stats.update({f"train/penalty/{k}": v / total for k, v in position["penalty_sum"].items()})
         stats["time/epoch_s"] = time.perf_counter() - started
+        self._position = None
         return stats
-
     def _train_step(self, batch, keep_saliency: bool = False) -> BackwardRecord:
         inputs, targets = batch
         output = self.model(inputs)
@@ -280,7 +269,8 @@ class Trainer:
         if record.weights is not None:
             values.update({f"weight/{t}": record.weights[i] for i, t in enumerate(record.tasks)})
         values.update({f"penalty/{k}": v for k, v in record.penalties.items()})
-        values.update({f"info/{k}": v for k, v in record.info.items() if isinstance(v, (int, float, torch.Tensor))})
+        info = {f"info/{k}": v for k, v in record.info.items() if isinstance(v, (int, float, torch.Tensor))}
+        values.update(name_vectors(info, record.tasks))
         values["lr"] = self.optimizers.lr
         return values
 
@@ -322,6 +312,7 @@ class Trainer:
     def _save_last(self) -> None:
         ckpt.assert_finite_parameters(self.model)
         state = {
+            "position": self._position,
             "config": self.config.to_dict(),
             "epoch": self.epoch,
             "step": self.step,
@@ -353,8 +344,13 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.reference_val = state["reference_val"]
-        ckpt.set_rng_state(state["rng"])
-        self.console.print(f"resuming {self.run_dir} after epoch {self.epoch} (step {self.step})")
+        self._position = state.get("position")
+        if self._position is None:
+            ckpt.set_rng_state(state["rng"])
+        else:  # set once the interrupted epoch's finished batches are skipped again
+            self._pending_rng = state["rng"]
+        where = f"epoch {self.epoch + 1}, batch {self._position['batch']}" if self._position else f"epoch {self.epoch}"
+        self.console.print(f"resuming {self.run_dir} after {where} (step {self.step})")
 
     def _finish(self) -> RunResult:
         best = ckpt.load(self.run_dir / "checkpoints" / "best.pt", self.device)
@@ -368,37 +364,16 @@ class Trainer:
             test=self.evaluate("test"),
             lower_is_better={t.name: dict(t.lower_is_better) for t in self.tasks},
         )
-        (self.run_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2))
+        write_json_atomic(self.run_dir / "results.json", result.to_dict())
         return result
 
-    # ---- console ---------------------------------------------------------------------------
-
-    def _progress(self, description: str, total: int):
-        progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
-            disable=not self.config.progress,
-        )
-        return _ProgressContext(progress, description, total)
-
-    def _print_epoch(self, val: Scores, score: float, improved: bool) -> None:
-        summary = "  ".join(f"{t}/{m}={v:.4g}" for t, ms in val.items() for m, v in ms.items())
-        mark = " *" if improved else ""
-        self.console.print(f"{escape('[' + self.run_dir.name + ']')} epoch {self.epoch + 1}/{self.epochs}  val {summary}  score {score:.3f}{mark}")
-
-
-class _ProgressContext:
-    def __init__(self, progress: Progress, description: str, total: int) -> None:
-        self.progress, self.description, self.total = progress, description, total
-
-    def __enter__(self):
-        self.progress.start()
-        task = self.progress.add_task(self.description, total=self.total)
-        return lambda: self.progress.advance(task)
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
+    def _warn_random_init(self) -> None:
+        bench, config = self.benchmark, self.config
+        if bench.expects_pretrained and not config.pretrained and not config.single_task:
+            self.console.print(
+                f"[yellow]warning:[/] {bench.name} trains its {config.encoder} encoder from random initialisation; "
+                "the published numbers start from ImageNet weights (pass --pretrained FILE, a local state dict)"
+            )
 
 def _flatten(prefix: str, scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return {f"{prefix}/{t}/{m}": v for t, ms in scores.items() for m, v in ms.items()}

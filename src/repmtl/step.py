@@ -99,6 +99,8 @@ def backward(
 
     method.check_level(level)
     reps, reps_arg = _representations(representation, names)
+    if reps is not None:
+        _check_reaches_representation(names, terms, reps)
 
     needs_graph = any(r.needs_saliency for r in regularizers)
     needs_representation_grads = method.needs != "losses" and level == "representation"
@@ -113,13 +115,18 @@ def backward(
     ):
         raise ValueError("this method, level or regularizer needs the shared representation; pass representation=Z")
 
+    multi_input = isinstance(representation, Mapping)
     sal: torch.Tensor | None = None
     if needs_graph or needs_representation_grads or keep_saliency:
-        sal = G.saliency(terms, reps_arg, create_graph=needs_graph, vectorize=vectorize)
-    multi_input = isinstance(representation, Mapping)
+        if multi_input:
+            _check_stackable(names, reps, regularizers, keep_saliency)
+        sal = _translate_compile_errors(
+            lambda: G.saliency(terms, reps_arg, create_graph=needs_graph, vectorize=vectorize)
+        )
     penalties: list[Penalty] = [p for r in regularizers for p in r(sal, task_losses, multi_input=multi_input)]
 
-    detached_losses = task_losses.detach()
+    # Methods solve in at least float32: under autocast Z (and so S) may be bf16/fp16.
+    detached_losses = task_losses.detach().to(_solver_dtype(task_losses))
     weights = direction = gram = None
     shared: list[torch.Tensor] | None = None
     if method.needs == "losses":
@@ -128,10 +135,11 @@ def backward(
         if level == "parameters":
             shared = _shared_parameters(shared_params, reps)
             params = shared if method.scope == "all" else _last_layer(reps, shared)
-            jac = G.parameter_jacobian(terms, params, vectorize=vectorize)
+            jac = _translate_compile_errors(lambda: G.parameter_jacobian(terms, params, vectorize=vectorize))
             segments: list[int] | None = [p.numel() for p in params]
         else:
             jac = G.representation_jacobian(sal.detach())
+            jac = jac.to(_solver_dtype(jac))
             segments = None
         if method.needs == "gramian":
             gram = G.gramian(jac)
@@ -203,8 +211,13 @@ def _apply_split(
     penalties; the encoder's incoming gradient is built from the method's result. Returns the
     gradient for each representation tensor, or ``None`` when the encoder gets nothing more."""
     encoder_from_parameters = direction is not None and level == "parameters"
+    saliencies: Sequence[torch.Tensor] | None = sal
     if not encoder_from_parameters and sal is None:
-        sal = G.saliency(terms, reps if len(reps) > 1 else reps[0], vectorize=vectorize)
+        if len(reps) > 1:  # per-task Z_t may differ in batch size: keep them apart
+            saliencies = torch.autograd.grad(sum(terms), reps, retain_graph=True, allow_unused=True)
+            saliencies = [s if s is not None else torch.zeros_like(z) for s, z in zip(saliencies, reps)]
+        else:
+            saliencies = G.saliency(terms, reps[0], vectorize=vectorize)
     roots = [head_part] if penalty_part is None else [head_part, penalty_part]
     leaves = G.leaves_between(roots, stop=reps)
     if shared is not None:
@@ -227,13 +240,14 @@ def _apply_split(
         _accumulate(shared, G.unflatten_like(direction, shared))
         method_rep_grads: list[torch.Tensor | None] = [None] * len(reps)
     else:
-        sal = sal.detach()
+        # Combined in the solver's dtype, handed to autograd in each Z's own dtype.
         if direction is not None:
-            method_rep_grads = [direction.view_as(reps[0])]
+            method_rep_grads = [direction.view_as(reps[0]).to(reps[0].dtype)]
         elif len(reps) == 1:
-            method_rep_grads = [torch.einsum("t,t...->...", weights, sal)]
+            stacked = saliencies.detach().to(weights.dtype)
+            method_rep_grads = [torch.einsum("t,t...->...", weights, stacked).to(reps[0].dtype)]
         else:
-            method_rep_grads = [w * s for w, s in zip(weights, sal)]
+            method_rep_grads = [(w * s.detach().to(w.dtype)).to(z.dtype) for w, s, z in zip(weights, saliencies, reps)]
 
     if all(g_m is None and g_p is None for g_m, g_p in zip(method_rep_grads, penalty_rep_grads)):
         return None
@@ -283,9 +297,81 @@ def _check_finite(names: tuple[str, ...], raw: torch.Tensor, task_losses: torch.
     raise FloatingPointError(f"non-finite loss for task(s) {bad}{hint}")
 
 
+def _solver_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision tensors (autocast), else the tensor's own dtype."""
+    return torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
+
+
+def _translate_compile_errors(compute):
+    """Run ``compute``; torch.compile's donated-buffer error gets a message that says what to do."""
+    try:
+        return compute()
+    except RuntimeError as exc:
+        if "donated buffer" not in str(exc).lower():
+            raise
+        raise RuntimeError(
+            "a torch.compile'd module freed its saved tensors (donated buffers) before the task "
+            "gradients were taken; set torch._functorch.config.donated_buffer = False before "
+            "compiling (repmtl takes several backwards through the compiled graph)"
+        ) from exc
+
+
+def _check_reaches_representation(
+    names: tuple[str, ...], terms: Sequence[torch.Tensor], reps: Sequence[torch.Tensor]
+) -> None:
+    """Refuse a loss that autograd cannot trace back to the representation (its saliency would
+    be silently zero). The usual cause is ``torch.compile`` of the whole model: ``Z`` and the
+    predictions then come out of one fused node, and no gradient edge leads from a prediction
+    to ``Z``. Edges are ``(node, output index)`` pairs, so a sibling output does not count."""
+    targets = {(z.grad_fn, z.output_nr) for z in reps if z.grad_fn is not None}
+    leaf_ids = {id(z) for z in reps if z.grad_fn is None}
+    for name, term in zip(names, terms):
+        if not _reaches(term, targets, leaf_ids):
+            raise ValueError(
+                f"the loss of task {name!r} does not depend on the representation passed to backward(); "
+                "pass the tensor the heads consumed. If the whole model is torch.compile'd, compile the "
+                "encoder and the heads separately (a compiled model hides Z from autograd)"
+            )
+
+
+def _reaches(term: torch.Tensor, targets: set, leaf_ids: set[int]) -> bool:
+    edges, seen = [(term.grad_fn, term.output_nr)], set()
+    while edges:
+        node, index = edges.pop()
+        if node is None:
+            continue
+        if (node, index) in targets:
+            return True
+        variable = getattr(node, "variable", None)
+        if variable is not None and id(variable) in leaf_ids:
+            return True
+        if node not in seen:
+            seen.add(node)
+            edges.extend(node.next_functions)
+    return False
+
+
+def _check_stackable(
+    names: tuple[str, ...], reps: Sequence[torch.Tensor], regularizers: Sequence[Regularizer], keep: bool
+) -> None:
+    shapes = {n: tuple(z.shape) for n, z in zip(names, reps)}
+    if len(set(shapes.values())) > 1:
+        users = [type(r).__name__ for r in regularizers if r.needs_saliency] + (["keep_saliency"] if keep else [])
+        raise ValueError(
+            f"{', '.join(users)} pair(s) the tasks' samples by position and need(s) one batch shape for "
+            f"every task; the per-task representations have shapes {shapes}"
+        )
+
+
 def _resolve_method(method: Method | str, names: tuple[str, ...]) -> Method:
     if isinstance(method, str):
         method = M.create(method)
+        if _is_stateful(method.bind(names)):
+            raise TypeError(
+                f"method {method.name!r} keeps state from step to step; passed by name it would be "
+                f"re-created (and its state lost) on every call. Create it once, "
+                f"m = repmtl.methods.create({method.name!r}, tasks=[...]), and pass method=m"
+            )
     if not isinstance(method, Method):
         raise TypeError(f"method must be a repmtl Method or a registered name, got {type(method).__name__}")
     if method.learnable and method.task_names is None:
@@ -294,6 +380,13 @@ def _resolve_method(method: Method | str, names: tuple[str, ...]) -> Method:
             "and give method.parameters() to your optimizer before the first backward"
         )
     return method.bind(names)
+
+
+def _is_stateful(method: Method) -> bool:
+    """Whether a freshly bound method holds anything that later steps would read."""
+    state = method.state_dict()
+    extra = state.pop("_extra_state", {})
+    return bool(state) or method.learnable or any(k != "task_names" for k in extra)
 
 
 def _representations(

@@ -1,0 +1,140 @@
+"""The one place a run's configuration is checked and completed.
+
+:func:`resolve` expands method presets (``repmtl``), fills every ``None`` with the benchmark's
+or the method's default (epochs, batch size, learning rate, weight decay, level, loss
+transform, encoder, run name) and refuses every value that does not fit, with a message naming
+the field, what it expects and what it got. The run and its single-task baselines are both
+built from resolved configs, so ``config.json`` shows the values a run really used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from repmtl import methods as M
+from repmtl import regularizers as R
+from repmtl.experiments.benchmarks import Benchmark, BuildOptions, get_benchmark
+from repmtl.hparams import declared, validate
+from repmtl.train.config import TrainConfig
+from repmtl.train.presets import resolve_presets
+from repmtl.train.runfolder import check_run_name, name_part
+
+
+def build_options(config: TrainConfig) -> BuildOptions:
+    """The benchmark build options of a config (the run and its baselines use the same)."""
+    return BuildOptions(
+        data_root=Path(config.data_root) if config.data_root else None,
+        encoder=config.encoder,
+        seed=config.seed,
+        pretrained=Path(config.pretrained) if config.pretrained else None,
+        extra=dict(config.options),
+    )
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """A complete, checked copy of ``config`` (idempotent). Raises ``ValueError``/``KeyError``."""
+    config = resolve_presets(config)
+    bench = get_benchmark(config.benchmark)
+    _check_numbers(config)
+    _check_network(config, bench)
+    bench.check_options(config.options)
+    task_names = [t.name for t in bench.tasks(build_options(config))]
+    if config.single_task is not None and config.single_task not in task_names:
+        raise KeyError(f"unknown task {config.single_task!r} for {bench.name}; tasks: {task_names}")
+
+    method = M.create(config.method, tasks=task_names, **config.method_args)
+    level = config.level or method.default_level
+    method.check_level(level)
+    if config.regularizer:
+        R.create(config.regularizer, **config.regularizer_args)
+    if config.loss_transform not in (None, "none", "log"):
+        raise ValueError(f"loss_transform must be 'none' or 'log', got {config.loss_transform!r}")
+
+    name = check_run_name(config.name) if config.name is not None else default_run_name(config)
+    defaults = bench.defaults
+    return replace(
+        config,
+        name=name,
+        epochs=config.epochs if config.epochs is not None else defaults.epochs,
+        batch_size=config.batch_size if config.batch_size is not None else defaults.batch_size,
+        lr=config.lr if config.lr is not None else defaults.lr,
+        weight_decay=config.weight_decay if config.weight_decay is not None else defaults.weight_decay,
+        level=level,
+        loss_transform=config.loss_transform or method.loss_transform,
+        encoder=config.encoder or (bench.encoders[0] if bench.encoders else None),
+        method_args=validate(f"method {method.name!r}", type(method), config.method_args),
+    )
+
+
+def default_run_name(config: TrainConfig) -> str:
+    """``stl-<task>-seed<s>``, or ``<method>[+<regularizer>][-<lev>][-<arg>=<value>…]-seed<s>`` with
+    every method and regularizer argument that differs from its default."""
+    if config.single_task:
+        return check_run_name(f"stl-{config.single_task}-seed{config.seed}")
+    head = config.method + (f"+{config.regularizer}" if config.regularizer else "")
+    parts = [head]
+    if config.level:
+        parts.append(config.level[:3])
+    parts += _changed(M.lookup(config.method), config.method_args, f"method {config.method!r}")
+    if config.regularizer:
+        parts += _changed(R.lookup(config.regularizer), config.regularizer_args, f"regularizer {config.regularizer!r}")
+    return check_run_name("-".join(parts) + f"-seed{config.seed}")
+
+
+def _changed(cls: type, given: dict, owner: str) -> list[str]:
+    values = validate(owner, cls, given)
+    params = declared(cls)
+    return [f"{k}={name_part(v)}" for k, v in sorted(values.items()) if _normal(v) != _normal(params[k].default)]
+
+
+def _normal(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _check_numbers(config: TrainConfig) -> None:
+    def need(ok: bool, field: str, expects: str, value: object) -> None:
+        if not ok:
+            raise ValueError(f"{field} expects {expects}, got {value!r}")
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    need(is_int(config.seed) and config.seed >= 0, "seed", "an integer ≥ 0", config.seed)
+    for field in ("epochs", "batch_size", "max_steps", "diagnostics_every"):
+        value = getattr(config, field)
+        need(value is None or (is_int(value) and value >= 1), field, "an integer ≥ 1", value)
+    need(config.lr is None or (is_num(config.lr) and config.lr > 0), "lr", "a finite number > 0", config.lr)
+    need(config.weight_decay is None or (is_num(config.weight_decay) and config.weight_decay >= 0),
+         "weight_decay", "a finite number ≥ 0", config.weight_decay)
+    need(is_int(config.log_every) and config.log_every >= 1, "log_every", "an integer ≥ 1", config.log_every)
+    need(is_int(config.num_workers) and config.num_workers >= 0, "num_workers", "an integer ≥ 0", config.num_workers)
+    need(config.diagnostics_level in ("auto", "representation"), "diagnostics level", "auto or representation",
+         config.diagnostics_level)
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as exc:
+        raise ValueError(f"device expects cpu, cuda or cuda:N, got {config.device!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {config.device!r} asked for, but this machine has no CUDA device")
+
+
+def _check_network(config: TrainConfig, bench: Benchmark) -> None:
+    if bench.needs_data_root and not config.data_root:
+        raise ValueError(f"benchmark {bench.name!r} needs --data-root (a folder of its preprocessed data)")
+    if config.data_root and not Path(config.data_root).is_dir():
+        raise FileNotFoundError(f"data root {config.data_root} is not a folder")
+    if config.encoder and not bench.encoders:
+        raise ValueError(f"benchmark {bench.name!r} has one fixed network; --encoder {config.encoder} does not apply")
+    if config.encoder and config.encoder not in bench.encoders:
+        raise ValueError(f"benchmark {bench.name!r} offers encoders {list(bench.encoders)}, not {config.encoder!r}")
+    if config.pretrained and not bench.encoders:
+        raise ValueError(f"benchmark {bench.name!r} has one fixed network; --pretrained does not apply")
+    if config.pretrained and not Path(config.pretrained).is_file():
+        raise FileNotFoundError(f"pretrained weights file {config.pretrained} does not exist")

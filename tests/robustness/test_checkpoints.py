@@ -1,0 +1,110 @@
+"""Checkpoints never execute code, and unreadable ones get one clear line."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from repmtl.cli import app
+from repmtl.train import checkpoint as ckpt
+from repmtl.train.config import TrainConfig
+from repmtl.train.trainer import train
+from tests import _tiny  # noqa: F401
+
+runner = CliRunner()
+
+
+class _Payload:
+    """Unpickling this object runs ``os.system``: the attack a crafted last.pt carries."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _finished_run(tmp_path, **extra):
+    config = TrainConfig(benchmark="tiny", out=str(tmp_path), progress=False, name="run", **extra)
+    train(config)
+    return tmp_path / "tiny" / "run"
+
+
+def _cli_resume(tmp_path) -> list[str]:
+    return ["train", "--benchmark", "tiny", "--out", str(tmp_path), "--name", "run", "--no-progress",
+            "--no-baseline", "--resume"]
+
+
+def test_crafted_checkpoint_does_not_run_code(tmp_path):
+    run = _finished_run(tmp_path)
+    marker = tmp_path / "pwned"
+    with (run / "checkpoints" / "last.pt").open("wb") as handle:
+        pickle.dump({"model": _Payload(str(marker))}, handle)
+    with pytest.raises(ckpt.CheckpointError, match="refusing to load it"):
+        ckpt.load(run / "checkpoints" / "last.pt")
+    result = runner.invoke(app, _cli_resume(tmp_path))
+    assert result.exit_code == 2 and not marker.exists()
+    assert "last.pt" in result.output and "Traceback" not in result.output
+
+
+def test_crafted_torch_save_checkpoint_does_not_run_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Payload(str(tmp_path / "pwned"))}, path)
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random", "empty"])
+def test_damaged_checkpoint_gets_one_clear_line(tmp_path, damage):
+    run = _finished_run(tmp_path)
+    last = run / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes({"truncate": data[: len(data) // 2], "random": os.urandom(4096), "empty": b""}[damage])
+    result = runner.invoke(app, _cli_resume(tmp_path))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(last) in lines[0].replace("\n", ""), result.output
+    assert ("empty" if damage == "empty" else "corrupt") in lines[0] or "refusing" in lines[0]
+
+
+def test_checkpoints_hold_only_plain_values(tmp_path):
+    run = _finished_run(tmp_path, method="nashmtl")
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # raises on any other object
+    assert isinstance(state["rng"]["numpy"][1], torch.Tensor)
+
+
+def test_rng_state_round_trips():
+    import random
+
+    import numpy as np
+
+    state = ckpt.rng_state()
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    ckpt.set_rng_state(state)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected
+
+
+def test_stale_temporaries_are_removed_on_start(tmp_path):
+    run = _finished_run(tmp_path, epochs=1)
+    stale = run / "checkpoints" / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    train(TrainConfig(benchmark="tiny", out=str(tmp_path), progress=False, name="run", epochs=2), resume=True)
+    assert not stale.exists()
+
+
+def test_full_disk_is_one_clear_line(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    args = ["train", "--benchmark", "tiny", "--out", str(tmp_path), "--no-progress", "--no-baseline"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "No space left on device" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.rglob("*.tmp"))
