@@ -44,7 +44,8 @@ CONFIGS = {
 
 
 def _workload(name: str, device: torch.device):
-    from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
+    from repmtl.benchmarks import BuildOptions
+    from repmtl.data import get_benchmark
 
     if name == "dense":
         bench = get_benchmark("synthscenes")

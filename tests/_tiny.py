@@ -8,13 +8,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from repmtl.experiments.benchmarks import (
+from repmtl.benchmarks import (
     Benchmark,
     BuildOptions,
     Splits,
     TrainDefaults,
-    available_benchmarks,
     register_benchmark,
+    registered,
 )
 from repmtl.metrics.classification import Accuracy
 from repmtl.model import MultiTaskModel
@@ -64,7 +64,7 @@ def _model(options: BuildOptions, tasks: list[Task]) -> MultiTaskModel:
 
 
 def register() -> None:
-    if "tiny" in available_benchmarks():
+    if "tiny" in registered():
         return
     defaults = TrainDefaults(epochs=2, batch_size=16, lr=1e-2)
     register_benchmark(Benchmark("tiny", "test benchmark", _tasks, _splits, _model, defaults))

@@ -195,7 +195,7 @@ def describe_method(cls: type, preset: tuple[str, dict] | None = None) -> Table:
 @app.command("benchmarks")
 def list_benchmarks() -> None:
     """List the benchmark presets."""
-    from repmtl.experiments.benchmarks import available_benchmarks
+    from repmtl.data import available_benchmarks
 
     table = Table(title="repmtl benchmarks")
     for column in ("name", "tasks input", "needs --data-root", "description"):

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from repmtl.benchmarks import BuildOptions
+from repmtl.data import get_benchmark
 from repmtl.data._dense import (
     CorruptSampleError,
     DatasetLayoutError,
@@ -14,7 +16,6 @@ from repmtl.data._dense import (
 )
 from repmtl.data.cityscapes import cityscapes_splits
 from repmtl.data.nyuv2 import SPECS, nyuv2_splits
-from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
 
 from ._fixtures import write_dense
 

@@ -9,8 +9,9 @@ import torch
 from torchvision.models import resnet18
 
 import repmtl
+from repmtl.benchmarks import BuildOptions
+from repmtl.data import get_benchmark
 from repmtl.data._dense import dense_tasks
-from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
 from repmtl.nets.deeplab import build_deeplab
 from repmtl.nets.resnet import ResNetEncoder, build_resnet, load_pretrained
 

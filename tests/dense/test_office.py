@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 import repmtl
+from repmtl.benchmarks import BuildOptions
+from repmtl.data import get_benchmark
 from repmtl.data._dense import CorruptSampleError, DatasetLayoutError
 from repmtl.data.office import office_splits
-from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
 
 DOMAINS = ("amazon", "dslr", "webcam")
 

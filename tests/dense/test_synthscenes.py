@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from repmtl.benchmarks import BuildOptions
+from repmtl.data import get_benchmark
 from repmtl.data.synthscenes import (
     CEILING,
     CLASSES,
@@ -14,7 +16,6 @@ from repmtl.data.synthscenes import (
     SynthScenes,
     generate,
 )
-from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
 
 
 def fd_normal_errors(sample: dict, camera: Camera) -> tuple[np.ndarray, np.ndarray]:

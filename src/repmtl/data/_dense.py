@@ -341,7 +341,7 @@ def npy_splits(
 ):
     """Train (augmented) / validation (carved from ``train`` with ``split_seed``) / test (the
     official ``val`` folder) of a preprocessed ``.npy`` dataset."""
-    from repmtl.experiments.benchmarks import Splits
+    from repmtl.benchmarks import Splits
 
     common = dict(num_classes=num_classes, image_size=image_size, check_headers=False)
     full = NpyDenseDataset(root, "train", specs, **common)

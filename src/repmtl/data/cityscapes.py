@@ -23,6 +23,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from repmtl.benchmarks import (
+    Benchmark,
+    BuildOptions,
+    Splits,
+    TrainDefaults,
+    register_benchmark,
+)
 from repmtl.data._dense import (
     DEPTH,
     SEGMENTATION,
@@ -31,13 +38,6 @@ from repmtl.data._dense import (
     npy_splits,
     parse_extra,
     split_options,
-)
-from repmtl.experiments.benchmarks import (
-    Benchmark,
-    BuildOptions,
-    Splits,
-    TrainDefaults,
-    register_benchmark,
 )
 from repmtl.model import MultiTaskModel
 from repmtl.nets.deeplab import build_deeplab

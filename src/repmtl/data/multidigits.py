@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from repmtl.experiments.benchmarks import (
+from repmtl.benchmarks import (
     Benchmark,
     BuildOptions,
     Splits,

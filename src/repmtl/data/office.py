@@ -30,14 +30,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from repmtl.data._dense import CorruptSampleError, DatasetLayoutError, parse_extra
-from repmtl.experiments.benchmarks import (
+from repmtl.benchmarks import (
     Benchmark,
     BuildOptions,
     Splits,
     TrainDefaults,
     register_benchmark,
 )
+from repmtl.data._dense import CorruptSampleError, DatasetLayoutError, parse_extra
 from repmtl.metrics.classification import Accuracy
 from repmtl.model import MultiTaskModel
 from repmtl.tasks import Task

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from repmtl.experiments.benchmarks import (
+from repmtl.benchmarks import (
     Benchmark,
     BuildOptions,
     Splits,

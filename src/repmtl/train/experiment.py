@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from repmtl.experiments.benchmarks import get_benchmark
+from repmtl.data import get_benchmark
 from repmtl.metrics.improvement import Improvement, delta_p
 from repmtl.train.config import TrainConfig
 from repmtl.train.resolve import build_options, resolve

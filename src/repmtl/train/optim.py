@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from repmtl.experiments.benchmarks import TrainDefaults
+from repmtl.benchmarks import TrainDefaults
 from repmtl.methods.base import Method
 
 

@@ -17,7 +17,8 @@ import torch
 
 from repmtl import methods as M
 from repmtl import regularizers as R
-from repmtl.experiments.benchmarks import Benchmark, BuildOptions, get_benchmark
+from repmtl.benchmarks import Benchmark, BuildOptions
+from repmtl.data import get_benchmark
 from repmtl.hparams import declared, validate
 from repmtl.train.config import TrainConfig
 from repmtl.train.presets import resolve_presets

@@ -16,8 +16,9 @@ from rich.console import Console
 
 from repmtl import methods as M
 from repmtl import regularizers as R
+from repmtl.benchmarks import Benchmark
+from repmtl.data import get_benchmark
 from repmtl.diagnostics import layer_alphas, step_diagnostics
-from repmtl.experiments.benchmarks import Benchmark, get_benchmark
 from repmtl.metrics.improvement import delta_p
 from repmtl.step import BackwardRecord, backward
 from repmtl.tasks import Task

@@ -91,24 +91,6 @@ def register_benchmark(benchmark: Benchmark) -> Benchmark:
     return benchmark
 
 
-def _load_presets() -> None:
-    import importlib
-    import pkgutil
-
-    import repmtl.data as data_package
-
-    for module in pkgutil.iter_modules(data_package.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"repmtl.data.{module.name}")
-
-
-def available_benchmarks() -> dict[str, Benchmark]:
-    _load_presets()
+def registered() -> dict[str, Benchmark]:
+    """The benchmarks registered so far (``repmtl.data`` registers the presets on import)."""
     return dict(sorted(_BENCHMARKS.items()))
-
-
-def get_benchmark(name: str) -> Benchmark:
-    benchmarks = available_benchmarks()
-    if name not in benchmarks:
-        raise KeyError(f"unknown benchmark {name!r}; available: {', '.join(benchmarks)}")
-    return benchmarks[name]
