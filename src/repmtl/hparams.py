@@ -246,10 +246,11 @@ def _scalar_from_text(annotation: Any, text: str) -> Any:
                     return choice
     for kind in (int, float):
         if _is_type(annotation, kind):
-            try:
-                return kind(text)
-            except ValueError:
-                continue
+            for parse in (int, float) if kind is int else (float,):  # "2.5" for an int: say why
+                try:
+                    return parse(text)
+                except ValueError:
+                    continue
     return text
 
 
