@@ -1,6 +1,6 @@
 """NYUv2 (13-class segmentation, depth, surface normals) in the MTAN / LibMTL preprocessed layout.
 
-On disk (SPEC §5)::
+On disk (``docs/formulas.md#evaluation-on-disk-formats``)::
 
     root/train/{image,label,depth,normal}/<i>.npy   795 samples
     root/val/{image,label,depth,normal}/<i>.npy     654 samples (the test split)

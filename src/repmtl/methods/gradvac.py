@@ -14,7 +14,8 @@ PCGrad). The paper applies the procedure per layer, each with its own ``φ̂``.
 ``granularity``: ``"tensor"`` (default) runs it independently on every parameter tensor (the
 ``segments`` the backward passes; a layer's weight and bias are separate groups, LibMTL's
 "all_matrix"), ``"model"`` on the whole shared-parameter vector. At ``level="representation"``
-(seed 003's fast-surrogate GradVac) there is one group: the batch-flattened saliency.
+(the fast-surrogate GradVac of Mao et al., IEEE Access 2024, §II-E) there is one group: the
+batch-flattened saliency.
 
 Every corrected gradient stays in the span of its group's task gradients, so the method tracks
 coefficients ``c_i`` (``g_i^PC = Σ_k c_ik g_k`` per group) and needs only the per-group Gramians;
