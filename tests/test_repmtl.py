@@ -1,5 +1,5 @@
-"""Rep-MTL (TSR, CSA) against a naive, literal implementation of SPEC §2, and its gradient flow
-against end-to-end create_graph autograd of the full objective."""
+"""Rep-MTL (TSR, CSA) against a naive, literal implementation of docs/formulas.md#rep-mtl, and its
+gradient flow against end-to-end create_graph autograd of the full objective."""
 
 import math
 

@@ -1,4 +1,6 @@
-"""Per-task Jacobians and Gramians, at parameter level or at representation level (SPEC §1).
+"""Per-task Jacobians and Gramians, at parameter level or at representation level.
+
+Notation: ``docs/formulas.md#notation``.
 
 The ``T`` task gradients come either from **one** vectorised autograd call
 (``torch.autograd.grad(..., is_grads_batched=True)``, i.e. ``vmap`` over the backward pass) or
@@ -107,7 +109,8 @@ def saliency(
     create_graph: bool = False,
     vectorize: bool | None = None,
 ) -> torch.Tensor:
-    """Task saliency ``S_t = ∂L_t/∂Z`` stacked to ``(T, *Z.shape)`` (SPEC §1, §2.1).
+    """Task saliency ``S_t = ∂L_t/∂Z`` stacked to ``(T, *Z.shape)``
+    (``docs/formulas.md#rep-mtl-saliency``).
 
     ``losses``: ``T`` scalar losses (separate tensors, or stacked ``(T,)``). ``representation``
     is one tensor ``Z`` shared by all tasks, or a sequence of ``T`` tensors ``Z_t``

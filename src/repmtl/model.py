@@ -21,7 +21,7 @@ class ModelOutput:
 
 
 class MultiTaskModel(nn.Module):
-    """Hard parameter sharing: ``prediction_t = head_t(encoder(x))`` (SPEC §1).
+    """Hard parameter sharing: ``prediction_t = head_t(encoder(x))`` (``docs/formulas.md#notation``).
 
     ``forward`` takes either one batch shared by every task (single-input data) or a mapping
     task -> batch (multi-input data, e.g. Office-31 domains), in which case each task's batch

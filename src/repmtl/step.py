@@ -1,4 +1,7 @@
-"""``repmtl.backward``: one multi-task optimisation step's gradients (DESIGN.md "Data flow").
+"""``repmtl.backward``: one multi-task optimisation step's gradients.
+
+The data flow is described in ``docs/architecture.md`` ("One step"); the formulas in
+``docs/formulas.md``.
 
 Head parameters get their own task gradient (times the method's weight where it defines one);
 shared parameters get the method's combined gradient; regularizers add their penalties. The

@@ -15,7 +15,7 @@ from repmtl.data._dense import (
     carve_validation,
 )
 from repmtl.data.cityscapes import cityscapes_splits
-from repmtl.data.nyuv2 import SPECS, nyuv2_splits
+from repmtl.data.nyuv2 import TARGETS, nyuv2_splits
 
 from ._fixtures import write_dense
 
@@ -34,7 +34,7 @@ def sample_id(image: torch.Tensor) -> int:
 
 def test_nyuv2_sample_formats_and_values(nyu):
     root, written = nyu
-    ds = NpyDenseDataset(root, "val", list(SPECS.values()), num_classes=13)
+    ds = NpyDenseDataset(root, "val", list(TARGETS.values()), num_classes=13)
     assert len(ds) == 3
     image, targets = ds[2]
     ref = written["val"][2]
@@ -101,7 +101,7 @@ def test_corrupt_file_is_named(nyu):
     bad.write_bytes(b"not a numpy file at all")
     with pytest.raises(CorruptSampleError, match=str(bad).replace("\\", "\\\\")):
         nyuv2_splits(root, image_size=(H, W))  # found by the header scan before training
-    ds = NpyDenseDataset(root, "train", list(SPECS.values()), check_headers=False)
+    ds = NpyDenseDataset(root, "train", list(TARGETS.values()), check_headers=False)
     ds[2]
     with pytest.raises(CorruptSampleError, match="3.npy"):
         ds[3]  # and when the sample itself is loaded
@@ -111,13 +111,13 @@ def test_wrong_shapes_and_labels_are_named(nyu):
     root, _ = nyu
     np.save(root / "train" / "normal" / "5.npy", np.zeros((H, W + 1, 3), np.float32))
     with pytest.raises(CorruptSampleError, match=r"normal.5\.npy: shape \(16, 25, 3\)"):
-        NpyDenseDataset(root, "train", list(SPECS.values()))
+        NpyDenseDataset(root, "train", list(TARGETS.values()))
     with pytest.raises(CorruptSampleError, match=r"image.0\.npy: .*\(288, 384, 3\)"):
-        NpyDenseDataset(root, "val", list(SPECS.values()), image_size=(288, 384))
+        NpyDenseDataset(root, "val", list(TARGETS.values()), image_size=(288, 384))
     label = np.zeros((H, W), np.float32)
     label[3, 3] = 13
     np.save(root / "val" / "label" / "1.npy", label)
-    ds = NpyDenseDataset(root, "val", list(SPECS.values()), num_classes=13)
+    ds = NpyDenseDataset(root, "val", list(TARGETS.values()), num_classes=13)
     with pytest.raises(CorruptSampleError, match=r"label.1\.npy: labels span -?\d+\.\.13"):
         ds[1]
     label[3, 3] = 0.5

@@ -1,4 +1,5 @@
-"""Ranking similarity (seed 003 Eq. 11) on known rankings, ties and Kendall's tau."""
+"""Ranking similarity (Mao et al., IEEE Access 2024, Eq. 11) on known rankings, ties and
+Kendall's tau."""
 
 import pytest
 import scipy.stats

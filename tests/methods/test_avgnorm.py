@@ -1,4 +1,4 @@
-"""AvgNorm (existing method, seed 002 Eq. 6): w_i = ||Σ g|| / ||g_i||."""
+"""AvgNorm (Guo et al., arXiv 2509.23915, 2025, Eq. 6): w_i = ||Σ g|| / ||g_i||."""
 
 import numpy as np
 import pytest

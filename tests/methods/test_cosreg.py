@@ -1,4 +1,5 @@
-"""CosReg (Suteu & Guo 2019; seed 003): pairwise squared cosine of the task saliencies."""
+"""CosReg (Suteu & Guo 2019; Mao et al., IEEE Access 2024, Eq. 4): pairwise squared cosine of the
+task saliencies."""
 
 import itertools
 

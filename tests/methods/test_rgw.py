@@ -1,4 +1,5 @@
-"""RGW (Lin et al., TMLR 2022; seed 003): random softmax weights on the shared update only."""
+"""RGW (Lin et al., TMLR 2022; Mao et al., IEEE Access 2024, §II-A): random softmax weights on the
+shared update only."""
 
 import pytest
 import torch

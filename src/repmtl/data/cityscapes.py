@@ -1,6 +1,6 @@
 """Cityscapes (7- or 19-class segmentation, disparity) in the MTAN / LibMTL preprocessed layout.
 
-On disk (SPEC §5)::
+On disk (``docs/formulas.md#evaluation-on-disk-formats``)::
 
     root/train/{image,label,depth}/<i>.npy   2975 samples
     root/val/{image,label,depth}/<i>.npy     500 samples (the test split)

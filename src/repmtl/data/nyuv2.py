@@ -1,6 +1,6 @@
 """NYUv2 (13-class segmentation, depth, surface normals) in the MTAN / LibMTL preprocessed layout.
 
-On disk (SPEC §5)::
+On disk (``docs/formulas.md#evaluation-on-disk-formats``)::
 
     root/train/{image,label,depth,normal}/<i>.npy   795 samples
     root/val/{image,label,depth,normal}/<i>.npy     654 samples (the test split)
@@ -45,7 +45,7 @@ from repmtl.tasks import Task
 NUM_CLASSES = 13
 IMAGE_SIZE = (288, 384)
 TASKS = (SEGMENTATION, DEPTH, NORMAL)
-SPECS = {
+TARGETS = {
     SEGMENTATION: TargetSpec(SEGMENTATION, ("label",), "label", "H×W class map (0..12, -1 = ignore)"),
     DEPTH: TargetSpec(DEPTH, ("depth",), "depth", "H×W×1 depth in metres (0 = invalid)"),
     NORMAL: TargetSpec(NORMAL, ("normal",), "normal", "H×W×3 unit normals (0 = invalid)"),
@@ -63,7 +63,7 @@ def nyuv2_splits(
     image_size: tuple[int, int] | None = IMAGE_SIZE,
 ) -> Splits:
     """Train (augmented) / validation (held out from train) / test (official ``val``)."""
-    specs = [SPECS[t] for t in tasks]
+    specs = [TARGETS[t] for t in tasks]
     return npy_splits(root, specs, NUM_CLASSES, image_size, val_fraction, split_seed, augment, check_headers)
 
 

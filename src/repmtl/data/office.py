@@ -4,7 +4,7 @@ Every domain is a task with its own images (``multi_input=True``): the splits ar
 task -> dataset of ``(image 3×224×224, label)``. Task names are the lower-cased domain names
 (``amazon``, ``dslr``, ``webcam``; ``art``, ``clipart``, ``product``, ``real_world``).
 
-Data under ``root`` (SPEC §5), in either form:
+Data under ``root`` (``docs/formulas.md#evaluation-on-disk-formats``), in either form:
 
 1. **Split files** (LibMTL's 60/20/20 lists): ``<domain>_train.txt``, ``<domain>_val.txt``,
    ``<domain>_test.txt`` in ``root``, ``root/splits`` or ``root/data_txt`` (also in a

@@ -1,6 +1,7 @@
-"""Imbalance diagnostics (SPEC §4): gradient geometry from a Gramian of either level, Feature
-Disentanglement from saliency or attention maps, power-law exponents of weight spectra, ranking
-similarity between measures and results, and the live helpers the trainer calls."""
+"""Imbalance diagnostics (``docs/formulas.md#diagnostics``): gradient geometry from a Gramian of
+either level, Feature Disentanglement from saliency or attention maps, power-law exponents of
+weight spectra, ranking similarity between measures and results, and the live helpers the
+trainer calls."""
 
 from repmtl.diagnostics.disentanglement import feature_disentanglement
 from repmtl.diagnostics.geometry import (

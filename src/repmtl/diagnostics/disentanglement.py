@@ -1,4 +1,5 @@
-"""Feature Disentanglement (FD; seed 003 Eqs. 9–10, SPEC §4).
+"""Feature Disentanglement (FD; Mao et al., IEEE Access 2024, Eqs. 9–10;
+``docs/formulas.md#diagnostics-feature-disentanglement``).
 
 For task maps ``M_i`` over the shared representation ``Z`` (bottom-up: the saliency
 ``∂L_i/∂Z``; top-down: the attention map ``A_i(Z)`` of an attention-augmented head, see
@@ -15,7 +16,7 @@ counts).
 Decisions (documented rules):
 
 * **Positions** are every entry of a task's map: batch, channel and spatial indices alike
-  (``j`` runs over ``B·C·H·W`` entries; vector features ``B×C`` are ``B·C`` positions). The seed
+  (``j`` runs over ``B·C·H·W`` entries; vector features ``B×C`` are ``B·C`` positions). The paper
   defines positions of ``Z``, which includes channels; averaging over the batch too makes FD the
   mean of the per-sample FDs. (Rep-MTL's TSR instead averages the signed saliency over channels
   first; that is a regulariser, not this diagnostic.)

@@ -1,4 +1,5 @@
-"""Gradient geometry from a Gramian ``K = J Jᵀ`` (SPEC §4; seed 003 Eqs. 5–6; seed 002 Fig. 7).
+"""Gradient geometry from a Gramian ``K = J Jᵀ`` (Mao et al., IEEE Access 2024, Eqs. 5–6;
+Guo et al., arXiv 2509.23915, 2025, Fig. 7; ``docs/formulas.md#diagnostics``).
 
 Every function takes ``K`` of either level (parameter level: ``J`` holds the task gradients of
 the shared parameters; representation level: ``J`` holds the batch-flattened saliencies
@@ -83,7 +84,7 @@ def cosine_matrix(gramian: torch.Tensor) -> torch.Tensor:
 
 
 def gds(gramian: torch.Tensor) -> torch.Tensor:
-    """Gradient Direction Similarity (task conflict; seed 003 Eq. 5).
+    """Gradient Direction Similarity (task conflict; Mao et al., 2024, Eq. 5).
 
     ``GDS = 1/(T(T−1)) Σ_{i≠j} K_ij / sqrt(K_ii K_jj)``, in ``[-1, 1]``; lower means more
     conflict. Pairs with a zero gradient count as ``0``; ``T = 1`` gives ``1`` (module doc).
@@ -92,7 +93,7 @@ def gds(gramian: torch.Tensor) -> torch.Tensor:
 
 
 def gms(gramian: torch.Tensor) -> torch.Tensor:
-    """Gradient Magnitude Similarity (task dominance; seed 003 Eq. 6).
+    """Gradient Magnitude Similarity (task dominance; Mao et al., 2024, Eq. 6).
 
     ``GMS = 1/(T(T−1)) Σ_{i≠j} 2 sqrt(K_ii K_jj) / (K_ii + K_jj)``, in ``[0, 1]``; lower means
     one task's gradient dominates. Two zero gradients count as ``1``, one as ``0``; ``T = 1``
@@ -107,7 +108,7 @@ def gms(gramian: torch.Tensor) -> torch.Tensor:
 
 
 def cosine_to_update(gramian: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Cosine of each task gradient to the update ``d = Jᵀα`` (seed 002 Fig. 7), ``...×T``.
+    """Cosine of each task gradient to the update ``d = Jᵀα``, ``...×T`` (Guo et al., 2025, Fig. 7).
 
     ``cos_t = (Kα)_t / (sqrt(K_tt) · sqrt(αᵀKα))``. ``α`` are the weights the method applied
     (``BackwardRecord.weights``); with a representation-level ``K`` the update is the

@@ -7,7 +7,8 @@ epoch. Keys (the run-log layout read by :mod:`repmtl.experiments.report`):
 ===========================  =================================================================
 ``diag/level``               ``"parameters"`` or ``"representation"``: the level of ``K`` below
                              (a ``str``, the only non-tensor value)
-``diag/gds``, ``diag/gms``   gradient direction / magnitude similarity (seed 003 Eqs. 5–6)
+``diag/gds``, ``diag/gms``   gradient direction / magnitude similarity (Mao et al., IEEE Access
+                             2024, Eqs. 5–6)
 ``diag/cond``                condition number ``κ(J) = sqrt(λ_max/λ_min)`` of ``K`` (``inf``
                              when singular)
 ``diag/norm/<task>``         ``‖g_t‖ = sqrt(K_tt)``
@@ -24,8 +25,8 @@ AvgNorm it covers the last shared layer only), otherwise the representation-leve
 always uses the saliency: then every method of a sweep is measured the same way, which is what
 cross-method comparisons (ranking similarity) need. For multi-input data (each task has its own
 ``Z_t``) saliencies of different tasks live in different spaces, so with ``multi_input=True``
-no representation-level ``K`` is built (FD is still computed, pairing positions as SPEC §2.6
-pairs samples).
+no representation-level ``K`` is built (FD is still computed, pairing positions as
+``docs/formulas.md#rep-mtl-multi-input-pairing`` pairs samples).
 
 All values but ``diag/level`` are 0-dim tensors on the record's device: nothing here
 synchronises with the host (``condition_number`` avoids ``eigvalsh`` for that reason).
@@ -100,7 +101,8 @@ def step_diagnostics(
 
 
 def layer_alphas(model: nn.Module, *, conv: ConvMode = "slices", min_evals: int = 10) -> dict[str, float]:
-    """Power-law ``α`` per layer for per-epoch logging (SPEC §2.7):
+    """Power-law ``α`` per layer for per-epoch logging (``docs/formulas.md#rep-mtl-power-law-exponent``;
+    keys:
     ``alpha/encoder/<layer>``, ``alpha/head/<task>/<layer>``, ``alpha/encoder_mean``,
     ``alpha/head_mean/<task>`` (a mean is absent when none of its layers has ``min_evals``
     non-zero eigenvalues). Host floats: one SVD per layer, meant for once per epoch."""

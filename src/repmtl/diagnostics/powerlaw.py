@@ -1,4 +1,6 @@
-"""Power-law exponent ``α`` of weight spectra (HT-SR / WeightWatcher style; SPEC §2.7).
+"""Power-law exponent ``α`` of weight spectra (HT-SR / WeightWatcher style).
+
+Formulas and decisions: ``docs/formulas.md#rep-mtl-power-law-exponent``.
 
 For a weight matrix ``W`` the empirical spectral density (ESD) is the set of eigenvalues of
 ``WᵀW``, i.e. the squared singular values of ``W`` (not divided by ``N``; ``α`` is scale-free
@@ -20,14 +22,15 @@ processed in chunks that bound memory), not a python loop over candidates. Unlik
 
 Convolution kernels (``out×in×k…``): ``conv="slices"`` (default, WeightWatcher's choice) splits
 the kernel into its ``kh·kw`` slices ``W[:, :, a, b]`` (each ``out×in``) and pools their
-eigenvalues; ``conv="reshape"`` uses the single matrix ``out×(in·kh·kw)`` (SPEC §2.7's
+eigenvalues; ``conv="reshape"`` uses the single matrix ``out×(in·kh·kw)`` (the
 "reshaped" form). **Decision**: both are offered, slices by default.
 
 Numerically zero singular values (``σ ≤ max(m, n)·eps·σ_max`` of their matrix, ``eps`` of the
 weight's dtype, the ``matrix_rank`` rule) are dropped: they are rank deficiency, not part of
 the spectrum, and ``log 0`` is undefined. A fit needs at least ``min_evals`` (≥ 2) remaining
 eigenvalues; the module summaries skip layers with fewer (default 10) and say nothing about them.
-Reading of ``α``: ``[2, 4]`` well trained, larger under-trained (SPEC §2.7).
+Reading of ``α``: ``[2, 4]`` well trained, larger under-trained (the reading Wang et al., ICCV
+2025, use in their power-law analysis).
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def _scan_xmin(log_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n = (n_all - cand).to(log_x.dtype)
     log_sum = suffix[:-1] - n * log_x[:-1]  # Σ_{k≥i} log(x_k / x_i) ≥ 0
     # a repeated value is a candidate once, at its first index, so its tail holds every
-    # eigenvalue ≥ xmin (SPEC §2.7) rather than some of the copies
+    # eigenvalue ≥ xmin (docs/formulas.md) rather than some of the copies
     first = torch.ones_like(log_sum, dtype=torch.bool)
     first[1:] = log_x[1:-1] > log_x[:-2]
     valid = (log_sum > 0) & first
@@ -154,7 +157,7 @@ def fit_powerlaw(eigenvalues: torch.Tensor, *, min_evals: int = 2) -> PowerLawFi
 
 
 def powerlaw_alpha(weight: torch.Tensor, *, conv: ConvMode = "slices", min_evals: int = 2) -> float:
-    """The power-law exponent ``α`` of one weight matrix or conv kernel (SPEC §2.7)."""
+    """The power-law exponent ``α`` of one weight matrix or conv kernel (module doc)."""
     return fit_powerlaw(esd(weight, conv=conv), min_evals=min_evals).alpha
 
 
@@ -201,7 +204,7 @@ class ModelAlphas:
 
 def model_alphas(model: nn.Module, *, conv: ConvMode = "slices", min_evals: int = 10) -> ModelAlphas:
     """``α`` per layer for a model with ``encoder`` and ``heads`` (a ``MultiTaskModel``, also
-    inside a DDP wrapper), with the mean over the encoder and over each head (SPEC §2.7)."""
+    inside a DDP wrapper), with the mean over the encoder and over each head (module doc)."""
     inner = getattr(model, "module", model)
     if not hasattr(inner, "encoder") or not hasattr(inner, "heads"):
         raise TypeError("model_alphas needs a model with .encoder and .heads (repmtl.MultiTaskModel)")

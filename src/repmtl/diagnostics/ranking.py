@@ -1,4 +1,6 @@
-"""Ranking similarity (seed 003 Eq. 11; SPEC §4).
+"""Ranking similarity (Mao et al., IEEE Access 2024, Eq. 11).
+
+Formula and tie rules: ``docs/formulas.md#diagnostics-ranking-similarity``.
 
 Two score sequences ``a`` and ``b`` over the same ``n`` items (e.g. the test metric of ``n``
 methods, and their FD or GDS) rank the items; the ranking similarity is the fraction of pairs
@@ -7,7 +9,7 @@ methods, and their FD or GDS) rank the items; the ranking similarity is the frac
     S = 1/(n(n−1)) Σ_{i≠j} 1[(a_i > a_j) == (b_i > b_j)]
 
 Reversing one ranking maps ``S`` to ``1 − S``; as a ranking and its reverse carry the same
-information (a measure may be "higher is worse"), the seed reports the symmetric
+information (a measure may be "higher is worse"), the paper reports the symmetric
 ``|S − 0.5|`` (``0``: unrelated, ``0.5``: identical or exactly reversed orders).
 
 Ties (**Decision**, switchable with ``ties=``):

@@ -30,7 +30,8 @@ import numpy as np
 __all__ = ["write_report"]
 
 _LAST_FRACTION = 0.1  # summary statistics: mean over the last 10% of logged steps
-_WELL_TRAINED = (2.0, 4.0)  # SPEC §2.7: α in [2, 4] reads as well trained
+#: α in [2, 4] reads as well trained (docs/formulas.md#rep-mtl-power-law-exponent)
+_WELL_TRAINED = (2.0, 4.0)
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -501,7 +502,7 @@ class _Report:
                                  "Norm of each task's gradient at the Gramian's level.", log=True)
         self._per_task_step_plot("diag/cos/", "cos_to_update.png", "Cosine of task gradients to the update",
                                  "cos(g_t, update)",
-                                 "Cosine of each task gradient to the applied update Jᵀα (seed 002 Fig. 7): "
+                                 "Cosine of each task gradient to the applied update Jᵀα (Guo et al., 2025, Fig. 7): "
                                  "curves converging to one value indicate a balanced update.", log=False, hline=0.0)
         self.val_metrics()
         self.alpha_layers()

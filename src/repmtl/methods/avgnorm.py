@@ -1,12 +1,15 @@
 """AvgNorm: scale every task gradient to the norm of the summed gradient.
 
-Seed 002 (imbalance study), Eq. 6: ``w_i = ‖Σ_j ∇θ L_j‖ / ‖∇θ L_i‖`` with ``θ`` the last shared
-layer (the paper: "the gradient of the last layer of the shared backbone can be sufficient").
+Guo et al., "Revisit the Imbalance Optimization in Multi-task Learning: An Experimental
+Analysis", arXiv 2509.23915 (2025), Eq. 6: ``w_i = ‖Σ_j ∇θ L_j‖ / ‖∇θ L_i‖`` with ``θ`` the
+last shared layer (the paper: "the gradient of the last layer of the shared backbone can be
+sufficient").
 From the Gramian: ``w_i = sqrt(1ᵀK1 / K_ii)``. ``scope="all"`` uses every shared parameter.
 
-Degenerate cases (documented rule): a task with a zero gradient gets weight 1 (its weight does
-not change the shared update); if the summed gradient is zero, every weight is 0 as Eq. 6 says;
-a non-finite Gramian entry gives weight 1 instead of inf/NaN.
+Degenerate cases (documented rule, ``docs/formulas.md#methods-avgnorm``): a task with a zero
+gradient gets weight 1 (its weight does not change the shared update); if the summed gradient is
+zero, every weight is 0 as Eq. 6 says; a non-finite Gramian entry gives weight 1 instead of
+inf/NaN.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ class AvgNorm(Method):
     family = "loss scaling"
     scope = "last_layer"
     description = "Weights ||sum_j g_j|| / ||g_i||: equalise task gradient norms (last shared layer)"
-    reference = "Seed 002 (imbalance study), Eq. 6"
+    reference = "Guo et al., arXiv 2509.23915 (2025), Eq. 6"
 
     def __init__(self, scope: Scope = "last_layer") -> None:
         super().__init__()

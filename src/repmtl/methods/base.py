@@ -1,4 +1,4 @@
-"""The method protocol and the registry (DESIGN.md "Contracts").
+"""The method protocol and the registry (``docs/architecture.md``, "Methods").
 
 A method turns what it ``needs`` into the update of the shared parameters:
 
@@ -65,7 +65,8 @@ class Method(nn.Module):
     shared_optimizer: ClassVar[str | None] = None
     #: the method learns parameters that an optimizer must update (e.g. UW's log-variances)
     learnable: ClassVar[bool] = False
-    #: "loss scaling", "gradient manipulation", "hybrid", "random gradient" (SPEC §3)
+    #: "loss scaling", "gradient manipulation", "hybrid", "random gradient"
+    #: (``docs/formulas.md#methods-families``)
     family: ClassVar[str] = ""
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
@@ -191,7 +192,10 @@ def register(cls: type[Method]) -> type[Method]:
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"two methods named {cls.name!r}")
     if cls.family not in ("loss scaling", "gradient manipulation", "hybrid", "random gradient"):
-        raise ValueError(f"{cls.__qualname__}.family must be one of SPEC §3's families, got {cls.family!r}")
+        raise ValueError(
+            f"{cls.__qualname__}.family must be one of 'loss scaling', 'gradient manipulation', 'hybrid', "
+            f"'random gradient', got {cls.family!r}"
+        )
     if cls.needs not in ("losses", "gramian", "jacobian"):
         raise ValueError(f"{cls.__qualname__}.needs must be losses, gramian or jacobian")
     _REGISTRY[cls.name] = cls

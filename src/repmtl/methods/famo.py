@@ -19,7 +19,9 @@ are all state, so a resumed run continues exactly (the first call after a resume
 ``ξ``).
 
 The loss transform is ``"log"`` (the backward forms ``log(L_t + eps)``; ``eps = 1e-8`` by default,
-the official ``min_losses = 0`` case with its ``1e-8`` offset). For known lower bounds
+the official ``min_losses = 0`` case with its ``1e-8`` offset). The weights are defined on those
+log losses, so :func:`repmtl.backward` refuses a caller's ``loss_transform="none"`` with an error
+(``requires_loss_transform``) rather than silently changing them. For known lower bounds
 ``L_t^*`` pass ``L_t − L_t^*`` as the losses.
 
 Defaults: ``w_lr = 0.025``, ``gamma = 1e-3`` (weight decay) and the logits' optimiser
@@ -46,8 +48,7 @@ class FAMO(Method):
     counters = ("has_previous", "updates")
     family = "loss scaling"
     loss_transform = "log"
-    #: proposed protocol hook: the weights are defined on log losses, so a caller-chosen
-    #: ``loss_transform="none"`` would silently change them (backward could refuse it)
+    #: the weights are defined on log losses: ``repmtl.backward`` refuses any other transform
     requires_loss_transform = True
     description = "Fast adaptive multitask optimisation: softmax logits learned from consecutive log-loss changes"
     reference = "Liu et al., NeurIPS 2023, Alg. 1"

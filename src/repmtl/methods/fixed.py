@@ -1,6 +1,7 @@
-"""Fixed task weights, e.g. the result of a grid search (SPEC §3; seed 002, Tables II and VI).
+"""Fixed task weights, e.g. the result of a grid search (Guo et al., arXiv 2509.23915,
+2025, Tables II and VI).
 
-``L = Σ_t w_t L_t`` with ``w`` given by the user, in task order or by task name. Seed 002's
+``L = Σ_t w_t L_t`` with ``w`` given by the user, in task order or by task name. Guo et al.'s
 NYUD-v2 grid search, for instance, found ``(1, 1, 2, 50)`` for (seg, depth, normal, edge).
 """
 
@@ -20,7 +21,7 @@ class FixedWeights(Method):
     needs = "losses"
     family = "loss scaling"
     description = "Fixed task weights given by the user (e.g. grid-searched)"
-    reference = "Seed 002 (imbalance study), grid search, Tables II and VI"
+    reference = "Guo et al., arXiv 2509.23915 (2025), grid search, Tables II and VI"
 
     def __init__(self, weights: list[NonNegative] | dict[str, NonNegative] | None = None) -> None:
         """``weights``: one per task in task order, or a mapping task name -> weight."""

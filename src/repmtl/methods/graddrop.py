@@ -16,10 +16,13 @@ Levels:
   003 calls it "what originally proposed"; default level). The batch is marginalised as in the
   paper's treatment of batched activations and LibMTL's implementation: purity and signs come from
   ``Σ_b sign(Z_b) ∘ ∇L_i[b]`` per feature position (consistent with the sign of the next weight
-  gradient ``Σ_b Z_b ∇L_i[b]``) and one mask is shared across the batch. That needs ``Z``, which
-  :meth:`direction` accepts as ``representation=`` and asks for through the proposed
-  ``wants_representation`` hook; until ``repmtl.backward`` passes it, every entry of the
-  batch-flattened saliency gets its own mask (batch-separated GradDrop).
+  gradient ``Σ_b Z_b ∇L_i[b]``) and one mask is shared across the batch. That needs ``Z``:
+  the method declares ``wants_representation``, so :func:`repmtl.backward` passes the (detached)
+  representation to :meth:`direction` as ``representation=`` at this level; the trainer always
+  gives ``backward`` the representation. A direct call to :meth:`direction` without
+  ``representation=`` gives every entry of the batch-flattened saliency its own mask
+  (batch-separated GradDrop). Multi-input data has no representation-level Jacobian
+  (``backward`` refuses that level there), so the question does not arise.
 * ``"parameters"``: the same rule applied per entry of the parameter-level task gradients (already
   summed over the batch, so no sign correction is needed).
 
@@ -48,8 +51,8 @@ class GradDrop(Method):
     family = "gradient manipulation"
     default_level = "representation"
     weights_heads = False
-    #: proposed protocol hook: ask ``repmtl.backward`` for ``representation=Z`` at representation
-    #: level (the paper's batch marginalisation); ignored until the backward supports it
+    #: ``repmtl.backward`` passes ``representation=Z`` to ``direction`` at representation level
+    #: (the paper's batch marginalisation)
     wants_representation = True
     description = "Gradient sign dropout: keep per entry only the task gradients of a randomly picked sign"
     reference = "Chen et al., NeurIPS 2020, Eq. 1, Alg. 1"

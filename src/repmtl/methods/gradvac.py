@@ -14,7 +14,8 @@ PCGrad). The paper applies the procedure per layer, each with its own ``φ̂``.
 ``granularity``: ``"tensor"`` (default) runs it independently on every parameter tensor (the
 ``segments`` the backward passes; a layer's weight and bias are separate groups, LibMTL's
 "all_matrix"), ``"model"`` on the whole shared-parameter vector. At ``level="representation"``
-(seed 003's fast-surrogate GradVac) there is one group: the batch-flattened saliency.
+(the fast-surrogate GradVac of Mao et al., IEEE Access 2024, §II-E) there is one group: the
+batch-flattened saliency.
 
 Every corrected gradient stays in the span of its group's task gradients, so the method tracks
 coefficients ``c_i`` (``g_i^PC = Σ_k c_ik g_k`` per group) and needs only the per-group Gramians;
@@ -25,9 +26,17 @@ Degenerate cases: a zero ``g_i^PC`` or ``g_j`` gives ``φ_ij = 0`` and no correc
 makes the correction's denominator vanish, so it is skipped then (the goal is then already met
 or unreachable by adding ``g_j``).
 
-Defaults: ``β = 0.01`` (the paper's setting; LibMTL and TorchJD default to 0.5). The EMA is
-updated at every visit, as in the paper's Alg. 1 (LibMTL updates it only when a correction is
-applied; ``ema="on_correction"`` reproduces that).
+Defaults: ``β = 0.01`` (the paper's setting; LibMTL and TorchJD default to 0.5). The goal's EMA
+is updated at every visit of a pair (``ema="always"``), as in the paper's Alg. 1 and in LibMTL
+since its GradVac fix of February 2024 (commit ``d2d84fa``). LibMTL code before that fix
+update the goal only when a correction is applied; ``ema="on_correction"`` reproduces them.
+
+Other differences from LibMTL's ``GradVac`` (for comparing runs): LibMTL defaults to one group
+for the whole model (``GradVac_group_type=0``, our ``granularity="model"``) and also offers one
+group per leaf module, which is not offered here; it adds ``1e-8`` to the denominators of the
+cosine and of the correction weight, where this code has no epsilon and skips the correction
+when a denominator vanishes (see above); it shuffles the visiting order with Python's
+``random``, this code with the torch RNG; and it refuses representation-level gradients.
 """
 
 from __future__ import annotations

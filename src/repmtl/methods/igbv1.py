@@ -11,6 +11,8 @@ weights of the *log* losses are
 so tasks with the larger remaining gap get more weight. The objective is ``Σ_t w_t log L_t``
 (``loss_transform = "log"``, the paper's scale-invariant form); the method sees
 ``l_t = log(L_t + eps)`` and recovers the raw losses as ``exp(l_t)`` (exact up to ``eps``).
+:func:`repmtl.backward` refuses any other ``loss_transform`` with an error
+(``requires_loss_transform``), since the weights are defined on the log losses.
 ``end_epoch()`` must be called after every epoch (the trainer does). Heads are weighted too
 (loss balancing).
 
@@ -32,8 +34,7 @@ class IGBv1(Method):
     counters = ("epoch_count", "epoch", "has_base")
     family = "loss scaling"
     loss_transform = "log"
-    #: proposed protocol hook: the weights are defined on log losses, so a caller-chosen
-    #: ``loss_transform="none"`` would silently change them (backward could refuse it)
+    #: the weights are defined on log losses: ``repmtl.backward`` refuses any other transform
     requires_loss_transform = True
     description = "Improvable gap balancing v1: log-loss weights T*softmax(L / L_base)"
     reference = "Dai et al., UAI 2023 (IGBv1); official IGB4MTL code"

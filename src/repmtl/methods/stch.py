@@ -23,7 +23,9 @@ trainer does); ``info["phase"]`` says which phase a step was in. If the accumula
 step, the nadir is taken from the next epoch that does.
 
 The loss transform is ``"log"``: the method sees ``l_t = log(L_t + eps)`` and recovers the raw
-losses for the nadir as ``exp(l_t)`` (exact up to ``eps``). The official code forms
+losses for the nadir as ``exp(l_t)`` (exact up to ``eps``). :func:`repmtl.backward` refuses any
+other ``loss_transform`` with an error (``requires_loss_transform``), since the weights are
+defined on the log losses. The official code forms
 ``log(L_t/n_t + 1e-20)``; the two differ only in where the tiny offset sits.
 Defaults ``mu = 1.0``, ``warmup_epochs = 4`` (the official configuration).
 """
@@ -43,8 +45,7 @@ class STCH(Method):
     counters = ("loss_count", "epoch", "has_nadir")
     family = "loss scaling"
     loss_transform = "log"
-    #: proposed protocol hook: the weights are defined on log losses, so a caller-chosen
-    #: ``loss_transform="none"`` would silently change them (backward could refuse it)
+    #: the weights are defined on log losses: ``repmtl.backward`` refuses any other transform
     requires_loss_transform = True
     description = "Smooth Tchebycheff scalarisation of nadir-normalised log losses, after a log-EW warm-up"
     reference = "Lin et al., ICML 2024 (smooth Tchebycheff); official STCH_MTL code"

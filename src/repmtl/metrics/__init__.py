@@ -1,4 +1,4 @@
-"""Streaming task metrics and the Δp improvement measure (SPEC §5)."""
+"""Streaming task metrics and the Δp improvement measure (``docs/formulas.md#evaluation``)."""
 
 from repmtl.metrics.base import StreamingMetric
 from repmtl.metrics.classification import Accuracy

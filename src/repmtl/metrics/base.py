@@ -12,7 +12,8 @@ class StreamingMetric(ABC):
 
     ``update`` must not synchronise with the host (keep running sums as tensors on the
     prediction's device); ``compute`` may. ``lower_is_better`` maps every metric name that
-    ``compute`` returns to its direction, used for Δp (SPEC §5).
+    ``compute`` returns to its direction, used for Δp
+    (``docs/formulas.md#evaluation-relative-improvement``).
     """
 
     lower_is_better: dict[str, bool] = {}

@@ -1,4 +1,4 @@
-"""Classification accuracy (SPEC §5)."""
+"""Classification accuracy (``docs/formulas.md#evaluation-metrics``)."""
 
 from __future__ import annotations
 

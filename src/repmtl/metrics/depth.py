@@ -1,4 +1,5 @@
-"""Depth: absolute and relative error on pixels with valid ground truth (SPEC §5).
+"""Depth: absolute and relative error on pixels with valid ground truth
+(``docs/formulas.md#evaluation-metrics``).
 
 **Validity rule**: a pixel is valid when its ground-truth depth is finite and ``> 0``
 (:func:`valid_depth`). In the NYUv2 / Cityscapes releases invalid pixels are stored as exactly

@@ -1,8 +1,10 @@
-"""Relative multi-task improvement Δp against single-task baselines (SPEC §5).
+"""Relative multi-task improvement Δp against single-task baselines
+(``docs/formulas.md#evaluation-relative-improvement``).
 
 ``Δp_task = 1/T Σ_t 1/n_t Σ_k (−1)^σ_tk (M_m,tk − M_b,tk) / M_b,tk × 100`` and
 ``Δp_metric`` is the same relative change averaged over every metric of every task.
-``σ_tk = 1`` when lower is better. Seed 002's ``Δ_m`` is ``Δp_task`` with one metric per task.
+``σ_tk = 1`` when lower is better. The ``Δ_m`` of Guo et al. (arXiv 2509.23915, 2025), Eq. 5, is
+``Δp_task`` with one metric per task.
 """
 
 from __future__ import annotations

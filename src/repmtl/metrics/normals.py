@@ -1,4 +1,5 @@
-"""Surface normals: angular error statistics on valid pixels (SPEC §5).
+"""Surface normals: angular error statistics on valid pixels
+(``docs/formulas.md#evaluation-metrics``).
 
 **Validity rule**: a pixel is valid when its ground-truth normal is finite and not the zero
 vector (:func:`valid_normal`); the releases store invalid pixels as ``(0, 0, 0)``. (The MTAN /

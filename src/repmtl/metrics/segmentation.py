@@ -1,4 +1,5 @@
-"""Semantic segmentation: mIoU and pixel accuracy from a streaming confusion matrix (SPEC §5).
+"""Semantic segmentation: mIoU and pixel accuracy from a streaming confusion matrix
+(``docs/formulas.md#evaluation-metrics``).
 
 Pixels whose label is ``ignore_index`` are not counted anywhere (neither in the confusion
 matrix nor in the pixel count). The IoU of class ``c`` is ``TP / (TP + FP + FN)`` over the

@@ -1,17 +1,18 @@
-"""Attention-augmented heads for top-down attribution (seed 003 §III.B, Eq. 8; SPEC §4).
+"""Attention-augmented heads for top-down attribution (Mao et al., IEEE Access 2024, Eq. 8).
 
 ``H_i(A_i(Z) ⊙ Z)``: each task's head sees the shared representation gated by its own attention
 module ``A_i``. The attention map ``A_i(Z)`` (same shape as ``Z``) is the top-down saliency
 ``M_i`` that Feature Disentanglement summarises
 (:func:`repmtl.diagnostics.feature_disentanglement`).
 
-``A_i`` follows the seed: a 3×3 convolution, then a depthwise-separable convolution (a 3×3
-depthwise conv followed by a 1×1 pointwise conv). Decisions the seed leaves open:
+``A_i`` follows the paper: a 3×3 convolution, then a depthwise-separable convolution (a 3×3
+depthwise conv followed by a 1×1 pointwise conv). Decisions the paper leaves open
+(``docs/formulas.md#diagnostics-feature-disentanglement``):
 
 * a ReLU between the 3×3 conv and the depthwise-separable conv (without a non-linearity the
   two would compose into one linear convolution); no normalisation layer (batch-size free);
 * a **sigmoid** at the end, so ``A_i(Z) ∈ (0, 1)`` is a gate on each feature, as in the
-  attention-branch networks the seed follows. ``gate="none"`` leaves the map unbounded (FD uses
+  attention-branch networks the paper follows. ``gate="none"`` leaves the map unbounded (FD uses
   ``|A_i(Z)|`` either way);
 * vector features ``B×C`` are treated as ``B×C×1×1`` (the 3×3 kernels then act through their
   centre tap only, i.e. as per-channel linear maps).

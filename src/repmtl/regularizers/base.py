@@ -3,7 +3,7 @@
 A regularizer adds differentiable penalty terms to the objective. Those that set
 ``needs_saliency`` receive the stacked task saliencies ``S = ∂L_t/∂Z`` (``T×B×…``) computed
 **with the graph kept**, so their terms differentiate w.r.t. the heads and, through ``Z``,
-the encoder (SPEC §2.1).
+the encoder (``docs/formulas.md#rep-mtl-saliency``).
 """
 
 from __future__ import annotations

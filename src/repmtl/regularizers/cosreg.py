@@ -1,15 +1,15 @@
 """CosReg: penalise the pairwise squared cosine similarity of task gradients.
 
 Suteu & Guo, "Regularizing Deep Multi-Task Networks using Orthogonal Gradients", arXiv 1912.06844
-(2019), as summarised by seed 003 (§II-C, Eq. 4): "added pairwise squared cosine similarity as
-the regularization term to encourage orthogonal columns in G":
+(2019), as summarised by Mao et al. (IEEE Access 2024, §II-C, Eq. 4): "added pairwise squared
+cosine similarity as the regularization term to encourage orthogonal columns in G":
 
     L_cos = Σ_{i<j} cos²(g_i, g_j),       objective  Σ_t w_t L_t + λ L_cos
 
 **Level (decision).** The paper takes ``g_t`` w.r.t. the shared parameters. A regularizer here
 receives the task saliencies ``S_t = ∂L_t/∂Z`` computed with the graph kept (see
 ``regularizers/base.py``), so CosReg is formed from the batch-flattened representation-level
-gradients ``S_t`` — seed 003's "(rep) CosReg", which it reports within a few percent of the
+gradients ``S_t`` — Mao et al.'s "(rep) CosReg", which it reports within a few percent of the
 parameter-level one (Table 13) and among the methods with a consistent gain on MetaGraspNet.
 The parameter-level form would need the ``T`` shared-parameter gradients with their graph (a
 double backward through the whole encoder per task), which the protocol does not provide. The
@@ -18,8 +18,8 @@ penalty differentiates w.r.t. the heads and, through ``Z``, the encoder.
 Options: ``reduction="sum"`` over the ``T(T−1)/2`` pairs (default, the printed form) or
 ``"mean"``; ``per_sample=True`` averages the pairwise cosines of each sample's saliency instead
 of using the whole batch as one vector. A zero gradient has cosine 0 with everything (no NaN,
-also in the gradient of the penalty). The default weight ``λ = 1`` is a **decision**: neither
-seed 003 nor this project's spec gives one.
+also in the gradient of the penalty). The default weight ``λ = 1`` is a **decision**: no paper
+gives one (``docs/formulas.md#methods-cosreg``).
 
 For multi-input data (each task its own batch, ``S_t = ∂L_t/∂Z_t``) the stacked saliencies are
 compared entry by entry, i.e. sample ``b`` of every task's batch is paired by position, as the

@@ -2,19 +2,21 @@
 
 Wang, Li, Xu, "Rep-MTL: Unleashing the Power of Representation-level Task Saliency for
 Multi-Task Learning", ICCV 2025 (arXiv 2507.21049). Formulas and the decisions on what the paper
-leaves open: SPEC.md §2. The saliencies are ``S_t = ∂L_t/∂Z`` stacked ``T×B×C×H×W`` (``T×B×C``
-for vector features, i.e. ``H = W = 1``), computed by :func:`repmtl.backward` with the graph
-kept; with a loss transform (``log``, on in the Rep-MTL preset) they are the saliencies of the
-transformed task terms, i.e. of the objective's own task terms.
+leaves open: ``docs/formulas.md#rep-mtl``. The saliencies are ``S_t = ∂L_t/∂Z`` stacked
+``T×B×C×H×W`` (``T×B×C`` for vector features, i.e. ``H = W = 1``), computed by
+:func:`repmtl.backward` with the graph kept; with a loss transform (``log``, on in the Rep-MTL
+preset) they are the saliencies of the transformed task terms, i.e. of the objective's own task
+terms.
 
-**TSR** (SPEC §2.2). ``Ŝ_t = mean_c S_t`` (signed, ``B×H×W``); at every position ``i``,
+**TSR** (``#rep-mtl-tsr``). ``Ŝ_t = mean_c S_t`` (signed, ``B×H×W``); at every position ``i``,
 ``P_{i,t} = (|Ŝ_{i,t}| + εm) / (Σ_k |Ŝ_{i,k}| + Tεm)`` and ``L_tsr = mean_i −Σ_t P log P``.
 *Decision (eps)*: ``ε`` is relative to ``m = max |Ŝ|`` of the batch (a constant of the step),
 so ``P`` is a proper distribution, ``L_tsr`` is invariant to the global scale of the
 saliencies (tiny gradients are not flattened by an absolute ε), and an all-zero saliency gives
 the uniform distribution (``L_tsr = log T``), never NaN. One task: ``L_tsr = 0``.
 
-**CSA** (SPEC §2.3). Per sample ``b``: task affinities ``M_t[b] = S_t[b] S_t[b]ᵀ`` (``C×C``,
+**CSA** (Eqs. 7 and 9; ``#rep-mtl-csa``). Per sample ``b``: task affinities
+``M_t[b] = S_t[b] S_t[b]ᵀ`` (``C×C``,
 ``S_t[b]`` as ``C×HW``), anchor ``Â_b = A_b A_bᵀ`` with ``A_b`` the ``C×T`` matrix of
 spatially averaged saliencies; cosine similarities of the vectorised matrices; positives
 ``(Â_b, M_t[b])``, negatives ``(Â_b, Â_k)``, ``k ≠ b``;
@@ -30,9 +32,9 @@ anything; with a batch of 1 there are no negatives and the empty denominator's l
 sample's saliencies by one factor, so each sample is divided by its largest ``|S|`` (a
 constant) before the products, for float32 range; the value and gradient are unchanged.
 
-**Multi-input data** (SPEC §2.6, *Decision*): sample ``b`` of every task's batch is paired by
-position, and both terms work on the spatially pooled ``C``-vector (``H = W = 1``), because
-positions of different images do not correspond.
+**Multi-input data** (``#rep-mtl-multi-input-pairing``, *Decision*): sample ``b`` of every
+task's batch is paired by position, and both terms work on the spatially pooled ``C``-vector
+(``H = W = 1``), because positions of different images do not correspond.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def _as_tbcn(saliency: torch.Tensor) -> torch.Tensor:
 
 def tsr_loss(saliency: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Task-specific Saliency Regulation: mean entropy of the per-position distribution of
-    channel-averaged saliency magnitude over tasks (SPEC §2.2; eps rule in the module doc)."""
+    channel-averaged saliency magnitude over tasks (``docs/formulas.md#rep-mtl-tsr``; eps rule in
+    the module doc)."""
     s = _as_tbcn(saliency)
     num_tasks = s.shape[0]
     magnitude = s.mean(dim=2).abs()  # T×B×N
@@ -70,8 +73,9 @@ def csa_loss(
     saliency: torch.Tensor, tau: float = 0.1, include_positive: bool = False, eps: float = 1e-8
 ) -> torch.Tensor:
     """Cross-task Saliency Alignment: contrast each sample's cross-task anchor with its task
-    affinities (positives) and other samples' anchors (negatives), via Gram identities (SPEC
-    §2.3; degenerate-input rules in the module doc). ``eps`` bounds cosine denominators."""
+    affinities (positives) and other samples' anchors (negatives), via Gram identities (Eq. 9;
+    ``docs/formulas.md#rep-mtl-csa``; degenerate-input rules in the module doc). ``eps`` bounds
+    cosine denominators."""
     if tau <= 0:
         raise ValueError(f"tau must be positive, got {tau}")
     s = _as_tbcn(saliency)
@@ -115,8 +119,9 @@ def csa_loss(
 class RepMTL(Regularizer):
     """Rep-MTL's penalties ``λ_tsr L_tsr + λ_csa L_csa`` on the task saliencies.
 
-    Defaults (*Decisions*, SPEC §2.4): ``λ_tsr = λ_csa = 0.9`` (the middle of the paper's grid
-    {0.7, 0.9, 1.1, 1.3, 1.5}); ``τ = 0.1`` (the paper gives none); the printed CSA denominator.
+    Defaults (*Decisions*, ``docs/formulas.md#rep-mtl-objective``): ``λ_tsr = λ_csa = 0.9`` (the
+    middle of the paper's grid {0.7, 0.9, 1.1, 1.3, 1.5}); ``τ = 0.1`` (the paper gives none); the
+    printed CSA denominator.
     ``tsr=False`` / ``csa=False`` are the paper's ablations (CSA only / TSR only).
     """
 

@@ -1,4 +1,5 @@
-"""A multi-task run with its single-task baselines and the Δp table (SPEC §5).
+"""A multi-task run with its single-task baselines and the Δp table
+(``docs/formulas.md#evaluation-selection``).
 
 Baselines are single-task runs of the same budget (benchmark, seed, epochs, steps, batch
 size, learning rate, data, encoder); they are cached under ``<out>/<benchmark>/stl-<task>-<budget>``

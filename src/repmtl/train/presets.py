@@ -17,7 +17,7 @@ PRESETS: dict[str, tuple[str, dict[str, object]]] = {
 
 def resolve_presets(config: TrainConfig) -> TrainConfig:
     """Expand a preset method name; a Rep-MTL regularizer turns the log loss transform on
-    unless the user chose a transform (SPEC §2.4)."""
+    unless the user chose a transform (``docs/formulas.md#rep-mtl-objective``)."""
     if config.method in PRESETS:
         _, fields = PRESETS[config.method]
         updates = dict(fields)

@@ -1,5 +1,5 @@
 """The trainer: epochs of ``repmtl.backward`` steps, evaluation, model selection on the
-validation split, atomic checkpoints and exact resumption (DESIGN.md "Contracts")."""
+validation split, atomic checkpoints and exact resumption (``docs/architecture.md``, "Training")."""
 
 from __future__ import annotations
 
