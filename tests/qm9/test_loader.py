@@ -143,7 +143,7 @@ def test_split_is_deterministic_disjoint_and_complete():
 
 
 def test_nash_mtl_split_sizes_on_the_release_count():
-    split = qm9.split_indices(130_831, **{"train": 110_000, "val": 10_000})
+    split = qm9.split_indices(130_831, train=110_000, val=10_000)
     assert [len(split[k]) for k in ("train", "val", "test")] == [110_000, 10_000, 10_831]
 
 
