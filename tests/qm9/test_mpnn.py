@@ -51,9 +51,10 @@ def test_padding_holes_are_ignored():
     assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.edge_attr, b.edge_attr)
 
 
-def test_encoder_is_invariant_to_atom_order_and_to_batch_mates():
+@pytest.mark.parametrize("message", mpnn.MPNNEncoder.MESSAGES)
+def test_encoder_is_invariant_to_atom_order_and_to_batch_mates(message):
     torch.manual_seed(0)
-    encoder = mpnn.MPNNEncoder(hidden=16).eval()
+    encoder = mpnn.MPNNEncoder(hidden=16, message=message).eval()
     atoms, positions = _padded([[6, 1, 1, 1, 1], [7, 6, 1, 8]], width=6)
     z = encoder((atoms, positions))
     assert z.shape == (2, 16)
@@ -65,6 +66,31 @@ def test_encoder_is_invariant_to_atom_order_and_to_batch_mates():
     moved = positions.clone()
     moved[1, 0] += 0.5  # geometry matters (the distances are the edge features)
     assert not torch.allclose(encoder((atoms, moved))[1], z[1], atol=1e-4)
+
+
+def test_factored_messages_equal_nnconv_per_edge_messages():
+    """The default message computation is PyG's NNConv reordered: same outputs, same gradients."""
+    torch.manual_seed(0)
+    factored = mpnn.MPNNEncoder(hidden=12, edge_hidden=10).double()
+    per_edge = mpnn.MPNNEncoder(hidden=12, edge_hidden=10, message="per_edge").double()
+    per_edge.load_state_dict(factored.state_dict())
+    with torch.no_grad():  # non-zero biases everywhere, so the bias terms are exercised
+        for p in factored.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        per_edge.load_state_dict(factored.state_dict())
+    atoms, positions = _padded([[6, 1, 1, 1, 1], [8, 1, 1], [9], [7, 6, 6, 1, 1, 8]], width=7)
+    z_f, z_e = factored((atoms, positions.double())), per_edge((atoms, positions.double()))
+    assert torch.allclose(z_f, z_e, atol=1e-10, rtol=1e-9)
+    weights = torch.randn_like(z_f)
+    (z_f * weights).sum().backward()
+    (z_e * weights).sum().backward()
+    for (name, a), b in zip(factored.named_parameters(), per_edge.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-10, rtol=1e-8), name
+
+
+def test_unknown_message_mode():
+    with pytest.raises(ValueError, match="message must be one of"):
+        mpnn.MPNNEncoder(message="dense")
 
 
 def test_missing_torch_geometric_names_the_extra(monkeypatch):

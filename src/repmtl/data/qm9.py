@@ -114,8 +114,9 @@ SPLIT_SIZES = {"train": 110_000, "val": 10_000}
 SMALL_LIMITS = {"train": 10_000, "val": 2_000, "test": 2_000}
 CACHE_VERSION = 1
 #: ``--option`` keys: cache folder; the split's cut points and seed; the first N molecules of
-#: a split to use; the encoder width
-OPTIONS = ("cache_dir", "train_size", "val_size", "split_seed", "limit_train", "limit_val", "limit_test", "hidden")
+#: a split to use; the encoder width and its message computation (``factored`` | ``per_edge``)
+OPTIONS = ("cache_dir", "train_size", "val_size", "split_seed", "limit_train", "limit_val", "limit_test", "hidden",
+           "message")
 
 
 class QM9FormatError(ValueError):
@@ -481,6 +482,7 @@ class QM9Setup:
     split: dict[str, np.ndarray]
     normalizer: Normalizer
     hidden: int
+    message: str
 
 
 def _int_option(extra: Mapping[str, object], key: str, default: int | None) -> int | None:
@@ -514,7 +516,10 @@ def setup_from_options(options: BuildOptions, limits: Mapping[str, int | None]) 
     hidden = _int_option(extra, "hidden", 64)
     if hidden < 1:
         raise ValueError(f"QM9 option hidden={hidden}: must be positive")
-    return QM9Setup(arrays, split, Normalizer.fit(arrays.targets[split["train"]]), hidden)
+    message = extra.get("message", "factored")
+    if message not in MPNNEncoder.MESSAGES:
+        raise ValueError(f"QM9 option message={message!r}: expected one of {MPNNEncoder.MESSAGES}")
+    return QM9Setup(arrays, split, Normalizer.fit(arrays.targets[split["train"]]), hidden, message)
 
 
 def qm9_tasks_from(setup: QM9Setup) -> list[Task]:
@@ -527,10 +532,14 @@ def qm9_splits_from(setup: QM9Setup) -> Splits:
     return Splits(made["train"], made["val"], made["test"])
 
 
-def qm9_model(hidden: int, tasks: list[Task]) -> MultiTaskModel:
+def qm9_model(hidden: int, tasks: list[Task], message: str = "factored") -> MultiTaskModel:
     """The MPNN encoder with one linear head ``Z -> 1`` per target."""
-    encoder = MPNNEncoder(hidden=hidden)
+    encoder = MPNNEncoder(hidden=hidden, message=message)
     return MultiTaskModel(encoder, {t.name: nn.Linear(encoder.out_features, 1) for t in tasks})
+
+
+def _model_from(setup: QM9Setup, tasks: list[Task]) -> MultiTaskModel:
+    return qm9_model(setup.hidden, tasks, setup.message)
 
 
 def _preset(name: str, description: str, limits: Mapping[str, int | None], defaults: TrainDefaults) -> Benchmark:
@@ -539,7 +548,7 @@ def _preset(name: str, description: str, limits: Mapping[str, int | None], defau
         description=description,
         tasks=lambda options: qm9_tasks_from(setup_from_options(options, limits)),
         splits=lambda options: qm9_splits_from(setup_from_options(options, limits)),
-        model=lambda options, tasks: qm9_model(setup_from_options(options, limits).hidden, tasks),
+        model=lambda options, tasks: _model_from(setup_from_options(options, limits), tasks),
         defaults=defaults,
         options=OPTIONS,
     )
