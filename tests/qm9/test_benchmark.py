@@ -11,12 +11,13 @@ from typer.testing import CliRunner
 
 from repmtl.cli import app
 from repmtl.data import qm9
-from repmtl.experiments.benchmarks import available_benchmarks
+from repmtl.experiments.benchmarks import BuildOptions, available_benchmarks
 from repmtl.train import TrainConfig, train
 from repmtl.train.experiment import run_experiment
 from tests.qm9._fixtures import write_dataset
 
-pytest.importorskip("torch_geometric")
+needs_pyg = pytest.mark.skipif(importlib.util.find_spec("torch_geometric") is None,
+                               reason="torch_geometric (the qm9 extra) not installed")
 
 
 @pytest.fixture
@@ -36,6 +37,7 @@ def test_presets_are_registered_with_the_papers_settings():
     assert small.defaults.batch_size == 120 and "limit_train" in small.options
 
 
+@needs_pyg
 def test_a_short_run_reports_per_target_mae(tmp_path, csv_folder):
     config = TrainConfig(benchmark="qm9", data_root=str(csv_folder), options=_options(tmp_path), out=str(tmp_path),
                          epochs=2, batch_size=4, max_steps=2, progress=False, method="pcgrad", level="representation")
@@ -48,8 +50,6 @@ def test_a_short_run_reports_per_target_mae(tmp_path, csv_folder):
 def test_qm9_small_limits_apply(tmp_path, csv_folder):
     options = {**_options(tmp_path), "limit_train": 6, "limit_val": 2, "limit_test": 3}
     bench = available_benchmarks()["qm9-small"]
-    from repmtl.experiments.benchmarks import BuildOptions
-
     splits = bench.splits(BuildOptions(data_root=csv_folder, extra=options))
     assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 2, 3)
     full = available_benchmarks()["qm9"].splits(BuildOptions(data_root=csv_folder, extra=_options(tmp_path)))
@@ -64,6 +64,7 @@ def test_unknown_option_and_bad_value_are_clear_errors(tmp_path, csv_folder):
         train(TrainConfig(**base, options={**_options(tmp_path), "train_size": "12"}))
 
 
+@needs_pyg
 def test_experiment_reports_delta_m_next_to_delta_p(tmp_path, csv_folder):
     config = TrainConfig(benchmark="qm9", data_root=str(csv_folder), options=_options(tmp_path), out=str(tmp_path),
                          epochs=1, batch_size=4, max_steps=1, progress=False, method="ew")
@@ -75,6 +76,7 @@ def test_experiment_reports_delta_m_next_to_delta_p(tmp_path, csv_folder):
     assert result.improvement.delta_m == pytest.approx(-result.improvement.task)
 
 
+@needs_pyg
 def test_cli_trains_qm9_end_to_end(tmp_path, csv_folder):
     options = [f"--option={k}={v}" for k, v in _options(tmp_path).items()]
     args = ["train", "--benchmark", "qm9", "--data-root", str(csv_folder), *options, "--out", str(tmp_path),

@@ -27,8 +27,8 @@ Split (Nash-MTL's protocol): a fixed permutation (seed :data:`SPLIT_SEED`, indep
 run seed), 110,000 train / 10,000 validation / the remaining 10,831 test. Nash-MTL's own
 permutation came from PyG's ``shuffle()`` and cannot be reproduced without PyG's processed
 file, so the molecules in each split differ from theirs; the sizes are theirs. ``qm9-small``
-trains on the first 10,000 molecules of that training split and validates / tests on the
-first 2,000 of the validation and test splits (CPU-sized).
+trains on the first 5,000 molecules of that training split, validates on the first 1,000 of
+the validation split and tests on the first 2,000 of the test split (CPU-sized).
 
 The parsed arrays are cached in one ``.npz`` file (loaded with ``allow_pickle=False``) in the
 cache folder: ``--option cache_dir=DIR``, else ``$REPMTL_CACHE_DIR``, else
@@ -111,7 +111,7 @@ CSV_PATTERN = re.compile(r"qm9_part(\d+)\.csv")
 SPLIT_SEED = 0
 SPLIT_SIZES = {"train": 110_000, "val": 10_000}
 #: qm9-small uses the first molecules of each split
-SMALL_LIMITS = {"train": 10_000, "val": 2_000, "test": 2_000}
+SMALL_LIMITS = {"train": 5_000, "val": 1_000, "test": 2_000}
 CACHE_VERSION = 1
 #: ``--option`` keys: cache folder; the split's cut points and seed; the first N molecules of
 #: a split to use; the encoder width and its message computation (``factored`` | ``per_edge``)
@@ -564,7 +564,7 @@ QM9 = register_benchmark(_preset(
 ))
 QM9_SMALL = register_benchmark(_preset(
     "qm9-small",
-    "QM9 on CPU: 10k train / 2k val / 2k test molecules of the qm9 split, same tasks and MPNN",
+    "QM9 on CPU: the first 5k train / 1k val / 2k test molecules of the qm9 split, same tasks and MPNN",
     SMALL_LIMITS,
-    TrainDefaults(epochs=10, batch_size=120, lr=1e-3, eval_batch_size=500),
+    TrainDefaults(epochs=5, batch_size=120, lr=1e-3, eval_batch_size=500),
 ))
