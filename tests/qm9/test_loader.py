@@ -179,3 +179,11 @@ def test_constant_target_cannot_be_normalised():
     targets[:, :10] = np.random.default_rng(0).normal(size=(5, 10))
     with pytest.raises(ValueError, match=r"\['cv'\] are constant"):
         qm9.Normalizer.fit(targets)
+
+
+def test_default_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("REPMTL_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert qm9.default_cache_dir() == tmp_path / "xdg" / "repmtl"
+    monkeypatch.setenv("REPMTL_CACHE_DIR", str(tmp_path / "mine"))
+    assert qm9.default_cache_dir() == tmp_path / "mine"

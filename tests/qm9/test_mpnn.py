@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from repmtl import methods
+from repmtl import methods, regularizers
 from repmtl.backward import backward
 from repmtl.model import MultiTaskModel
 from repmtl.nets import mpnn
@@ -133,3 +133,16 @@ def test_one_step_of_every_method_with_the_pooled_representation(name, level):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     edge_net_grad = model.encoder.conv.nn[2].weight.grad
     assert edge_net_grad.abs().sum() > 0  # the update reached the edge network through Z
+
+
+def test_rep_mtl_regularises_the_pooled_representation():
+    """Rep-MTL (EW + TSR + CSA on log losses): its penalties are taken on the saliencies of ``Z``."""
+    model = _model()
+    atoms, positions = _padded([[6, 1, 1, 1, 1], [8, 1, 1], [7, 6, 1], [6, 6, 1, 1]], width=5)
+    out = model((atoms, positions))
+    losses = {t: out.predictions[t].pow(2).mean() + 0.1 for t in TASKS}
+    record = backward(losses, representation=out.representation, method="ew", level="representation",
+                      regularizers=[regularizers.create("repmtl")], loss_transform="log", keep_saliency=True)
+    assert record.saliency.shape == (len(TASKS), 4, 8)
+    assert set(record.penalties) and all(torch.isfinite(v) for v in record.penalties.values())
+    assert model.encoder.conv.nn[2].weight.grad.abs().sum() > 0
