@@ -24,6 +24,12 @@ class Improvement:
     metric: float
     per_metric: dict[str, dict[str, float]]
 
+    @property
+    def delta_m(self) -> float:
+        """Δm% of Maninis et al. (CVPR 2019) as Nash-MTL (Navon et al., ICML 2022, §6) reports it:
+        the mean relative change of every metric, positive when worse, i.e. ``−Δp_metric``."""
+        return -self.metric
+
 
 def delta_p(
     multi_task: Scores, baseline: Scores, lower_is_better: Mapping[str, Mapping[str, bool]]

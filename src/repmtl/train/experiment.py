@@ -126,6 +126,7 @@ def results_table(result: ExperimentResult) -> Table:
         table.add_section()
         table.add_row("Δp_task %", *blanks, f"{imp.task:+.2f}")
         table.add_row("Δp_metric %", *blanks, f"{imp.metric:+.2f}")
+        table.add_row("Δm % (↓)", *blanks, f"{imp.delta_m:+.2f}")
     return table
 
 
@@ -175,4 +176,5 @@ def comparison_table(results: list[ExperimentResult]) -> Table:
     blank = [""] if with_stl else []
     table.add_row("Δp_task %", *blank, *(f"{r.improvement.task:+.2f}" if r.improvement else "n/a" for r in results))
     table.add_row("Δp_metric %", *blank, *(f"{r.improvement.metric:+.2f}" if r.improvement else "n/a" for r in results))
+    table.add_row("Δm % (↓)", *blank, *(f"{r.improvement.delta_m:+.2f}" if r.improvement else "n/a" for r in results))
     return table
