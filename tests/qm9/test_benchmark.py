@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from repmtl.cli import app
 from repmtl.data import qm9
-from repmtl.experiments.benchmarks import BuildOptions, available_benchmarks
+from repmtl.benchmarks import BuildOptions
+from repmtl.data import available_benchmarks
 from repmtl.train import TrainConfig, train
 from repmtl.train.experiment import run_experiment
 from tests.qm9._fixtures import write_dataset

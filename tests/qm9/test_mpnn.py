@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from repmtl import methods, regularizers
-from repmtl.backward import backward
+from repmtl import backward
 from repmtl.model import MultiTaskModel
 from repmtl.nets import mpnn
 

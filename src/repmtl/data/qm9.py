@@ -62,7 +62,7 @@ from rich.progress import (
 from torch import nn
 from torch.utils.data import Dataset
 
-from repmtl.experiments.benchmarks import (
+from repmtl.benchmarks import (
     Benchmark,
     BuildOptions,
     Splits,
