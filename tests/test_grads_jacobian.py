@@ -112,3 +112,18 @@ def test_accumulate_direction_copies_and_checks_size():
     torch.testing.assert_close(params[1].grad, torch.tensor([5.0]))
     with pytest.raises(ValueError, match="entries"):
         G.accumulate_direction(torch.ones(4), params)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_task_inputs_give_each_tasks_own_head_gradient(vectorize):
+    model = tiny_model(2)
+    x = torch.randn(3, 1, 5, 5, dtype=torch.float64)
+    _, losses = tiny_losses(model, x)
+    terms = list(losses.values())
+    heads = [list(model.task_parameters(t)) for t in model.task_names]
+    jac = G.task_jacobian(terms, list(model.shared_parameters()), vectorize=vectorize, task_inputs=heads)
+    for term, params, grads in zip(terms, heads, jac.task_grads):
+        for g, expected in zip(grads, torch.autograd.grad(term, params, retain_graph=True)):
+            torch.testing.assert_close(g, expected)
+    with pytest.raises(ValueError, match="task_inputs for 1 tasks"):
+        G.task_jacobian(terms, list(model.shared_parameters()), task_inputs=heads[:1])

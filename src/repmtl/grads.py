@@ -136,10 +136,18 @@ class TaskJacobian:
     and the combined update ``Jᵀα`` (:meth:`accumulate`) work from either form without it.
     """
 
-    def __init__(self, blocks: Sequence[torch.Tensor], params: Sequence[torch.Tensor], flat: torch.Tensor | None = None):
+    def __init__(
+        self,
+        blocks: Sequence[torch.Tensor],
+        params: Sequence[torch.Tensor],
+        flat: torch.Tensor | None = None,
+        task_grads: Sequence[Sequence[torch.Tensor | None]] = (),
+    ):
         self.blocks = tuple(blocks)
         self.params = tuple(params)
         self.flat = flat
+        #: ``task_grads[t]``: ``∂L_t`` w.r.t. ``task_inputs[t]`` of :func:`task_jacobian` (``None``: unreached)
+        self.task_grads = tuple(tuple(g) for g in task_grads)
 
     @property
     def num_tasks(self) -> int:
@@ -213,8 +221,13 @@ def task_jacobian(
     *,
     create_graph: bool = False,
     vectorize: Vectorize = None,
+    task_inputs: Sequence[Sequence[torch.Tensor]] | None = None,
 ) -> TaskJacobian:
     """The task Jacobian over ``params`` as a :class:`TaskJacobian` (graph kept).
+
+    ``task_inputs[t]`` (optional): further tensors, typically task ``t``'s head parameters, whose
+    gradient of ``L_t`` alone is wanted; the loop gets them from the same backward as ``J``'s
+    row ``t`` (no further pass through the heads), ``vmap`` from one head-only pass per task.
 
     Loop: one backward per task, each writing its gradients straight into its row of a
     preallocated ``(T, d)`` buffer (peak: ``J`` plus one task's gradients). ``vmap``: one
@@ -226,20 +239,25 @@ def task_jacobian(
     if not params:
         raise ValueError("parameter_jacobian needs at least one parameter")
     terms = _terms(losses)
+    extra = [list(x) for x in task_inputs] if task_inputs is not None else [[] for _ in terms]
+    if len(extra) != len(terms):
+        raise ValueError(f"{len(terms)} losses but task_inputs for {len(extra)} tasks")
     if vectorize == "auto":
-        return _measured_jacobian(terms, params, create_graph)
+        return _measured_jacobian(terms, params, create_graph, extra)
     if vectorize not in (None, True, False):
         raise ValueError(f"vectorize must be True, False, None or 'auto', got {vectorize!r}")
-    return _jacobian(terms, params, create_graph, jacobian_uses_vmap(vectorize, params))
+    return _jacobian(terms, params, create_graph, jacobian_uses_vmap(vectorize, params), extra)
 
 
-def _measured_jacobian(terms: list[torch.Tensor], params: list[torch.Tensor], create_graph: bool) -> TaskJacobian:
+def _measured_jacobian(
+    terms: list[torch.Tensor], params: list[torch.Tensor], create_graph: bool, extra: list[list[torch.Tensor]]
+) -> TaskJacobian:
     """``vectorize="auto"``: the first call for a model signature builds ``J`` both ways, timed
     (process CPU time on the CPU, synchronised wall time on accelerators), and keeps the faster."""
     device = params[0].device
     key = (str(device), str(_jacobian_dtype(params)), tuple(tuple(p.shape) for p in params), len(terms))
     if key in _MEASURED:
-        return _jacobian(terms, params, create_graph, _MEASURED[key])
+        return _jacobian(terms, params, create_graph, _MEASURED[key], extra)
     clock = time.process_time if device.type == "cpu" else time.perf_counter
     timings: dict[bool, float] = {}
     result: dict[bool, TaskJacobian] = {}
@@ -247,7 +265,7 @@ def _measured_jacobian(terms: list[torch.Tensor], params: list[torch.Tensor], cr
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = clock()
-        result[vmap] = _jacobian(terms, params, create_graph, vmap)
+        result[vmap] = _jacobian(terms, params, create_graph, vmap, extra)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings[vmap] = clock() - start
@@ -255,26 +273,41 @@ def _measured_jacobian(terms: list[torch.Tensor], params: list[torch.Tensor], cr
     return result[_MEASURED[key]]
 
 
-def _jacobian(terms: list[torch.Tensor], params: list[torch.Tensor], create_graph: bool, vmap: bool) -> TaskJacobian:
+def _jacobian(
+    terms: list[torch.Tensor],
+    params: list[torch.Tensor],
+    create_graph: bool,
+    vmap: bool,
+    extra: list[list[torch.Tensor]],
+) -> TaskJacobian:
     num_tasks = len(terms)
     if vmap:
         grads = _batched_grad(terms, params, create_graph)
         blocks = [
             g if g is not None else p.new_zeros(num_tasks, *p.shape) for g, p in zip(grads, params, strict=True)
         ]
-        return TaskJacobian(blocks, params)
+        task_grads = [
+            torch.autograd.grad(term, inputs, retain_graph=True, create_graph=create_graph, allow_unused=True)
+            if inputs else ()
+            for term, inputs in zip(terms, extra, strict=True)
+        ]
+        return TaskJacobian(blocks, params, task_grads=task_grads)
     sizes = [p.numel() for p in params]
     # Uninitialised: every entry is written below (a zeroed buffer would cost one more pass over J).
     flat = params[0].new_empty(num_tasks, sum(sizes), dtype=_jacobian_dtype(params))
     blocks = [chunk.view(num_tasks, *p.shape) for chunk, p in zip(flat.split(sizes, dim=1), params, strict=True)]
-    for t, term in enumerate(terms):
-        grads = torch.autograd.grad(term, params, retain_graph=True, create_graph=create_graph, allow_unused=True)
-        for block, grad in zip(blocks, grads, strict=True):
+    task_grads = []
+    for t, (term, inputs) in enumerate(zip(terms, extra, strict=True)):
+        grads = torch.autograd.grad(
+            term, [*params, *inputs], retain_graph=True, create_graph=create_graph, allow_unused=True
+        )
+        for block, grad in zip(blocks, grads[: len(params)], strict=True):
             if grad is None:  # a parameter this loss does not reach
                 block[t].zero_()
             else:
                 block[t].copy_(grad)
-    return TaskJacobian(blocks, params, flat)
+        task_grads.append(grads[len(params):])
+    return TaskJacobian(blocks, params, flat, task_grads)
 
 
 def parameter_jacobian(
