@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -50,8 +49,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    # the profiler's (kineto's) start/stop lines on stderr, once per memory step: errors only
-    os.environ.setdefault("KINETO_LOG_LEVEL", "3")
     if args.out is not None and not args.out.parent.is_dir():
         print(f"error: --out {args.out}: folder {args.out.parent} does not exist", file=sys.stderr)
         return 2

@@ -60,7 +60,8 @@ def gramian_backward_jta(
     if disjoint:
         factors = head_weights.detach()
         for t, (params, grads) in enumerate(zip(heads, jacobian.task_grads, strict=True)):
-            reached = [(p, factors[t] * g) for p, g in zip(params, grads, strict=True) if g is not None]
+            # autograd's fresh head gradients, scaled in place: no second copy of the heads' gradients
+            reached = [(p, g.mul_(factors[t])) for p, g in zip(params, grads, strict=True) if g is not None]
             G.accumulate_grads([p for p, _ in reached], [g for _, g in reached])
         head_ids = {id(p) for h in heads for p in h}
         leaves = [p for p in leaves if id(p) not in head_ids]  # what is left: the method's own
