@@ -26,7 +26,16 @@ def _busy(n: int):
     return step
 
 
-def test_interleaved_ratios_order_contenders_and_drop_failures():
+@pytest.fixture
+def one_thread():
+    """Process CPU time counts every thread, idle-spinning ones too: pin to one, as the bench does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_interleaved_ratios_order_contenders_and_drop_failures(one_thread):
     def broken() -> None:
         raise RuntimeError("boom")
 
