@@ -16,7 +16,7 @@ LAYERS = [
     {"benchmarks"},
     {"data"},
     {"train"},
-    {"experiments"},
+    {"experiments", "bench"},
     {"cli", "__init__"},
 ]
 

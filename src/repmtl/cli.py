@@ -233,6 +233,14 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<ben
     out.print(f"report written to {path}")
 
 
+@app.command(add_help_option=False, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Per-step time and memory of every method vs EW (`repmtl bench --help` for the options)."""
+    from repmtl.bench.command import main as bench_main
+
+    raise typer.Exit(bench_main(ctx.args))
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -4,33 +4,80 @@ Notation: ``docs/formulas.md#notation``.
 
 The ``T`` task gradients come either from **one** vectorised autograd call
 (``torch.autograd.grad(..., is_grads_batched=True)``, i.e. ``vmap`` over the backward pass) or
-from ``T`` backward passes in a python loop. ``vectorize=None`` (the default) picks ``vmap`` on
-accelerators, where it replaces ``T`` rounds of small kernel launches by one, and the loop on
-the CPU, where ``benchmarks/grads.py`` measured ``vmap`` 1.0–2× *slower* than the loop (its
-batching rules for convolution and batch-norm backward do not beat ``T`` plain passes there).
+from ``T`` backward passes in a python loop.
+
+Parameter level (:func:`task_jacobian`): which path is faster depends on the device *and* the
+model, so ``vectorize=None`` follows measurements rather than one rule per device. On
+accelerators ``vmap`` replaces ``T`` rounds of small kernel launches by one. On the CPU,
+``repmtl bench`` measured (process CPU time, 1 thread, T = 2…8): for an encoder of matrix
+products only (every shared parameter ≤ 2-D: linear layers, norms, embeddings) ``vmap`` at or
+below the loop (MLP, T = 8: 4.8 vs 6.1 EW-steps), and with convolutions (a shared parameter of
+≥ 3 dimensions) ``vmap`` up to 2× *slower* than the loop (the synthscenes CNN, T = 8: 4.1 vs
+2.1), its batching rules for convolution and batch-norm backward not beating ``T`` plain
+passes. ``vectorize="auto"`` instead times both paths on the first call for each model
+signature (parameter shapes, ``T``, device) and keeps the faster one for the process.
+
+Representation level (:func:`saliency`): ``vectorize=None`` is ``vmap`` on accelerators and
+the loop on the CPU.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import torch
 from torch.autograd.graph import Node
 
 __all__ = [
+    "TaskJacobian",
+    "accumulate_direction",
+    "accumulate_grads",
+    "clear_measured_vectorize",
     "flatten_grads",
     "gramian",
+    "jacobian_uses_vmap",
     "leaves_between",
+    "measured_vectorize_choices",
     "parameter_jacobian",
     "representation_jacobian",
     "saliency",
+    "task_jacobian",
     "unflatten_like",
 ]
 
 
+Vectorize = bool | None | Literal["auto"]
+
+
 def use_vmap(vectorize: bool | None, like: torch.Tensor) -> bool:
-    """Resolve ``vectorize=None`` to the faster path for ``like``'s device (module doc)."""
+    """Representation level: resolve ``vectorize=None`` to the faster path for ``like``'s device."""
     return like.device.type != "cpu" if vectorize is None else vectorize
+
+
+def jacobian_uses_vmap(vectorize: bool | None, params: Sequence[torch.Tensor]) -> bool:
+    """Parameter level: resolve ``vectorize=None`` from the device and the parameters' shapes
+    (module doc: on the CPU ``vmap`` only for encoders without convolution kernels)."""
+    if vectorize is not None:
+        return bool(vectorize)
+    if params[0].device.type != "cpu":
+        return True
+    return all(p.ndim <= 2 for p in params)
+
+
+#: ``vectorize="auto"``: the measured choice per (device, dtype, parameter shapes, T)
+_MEASURED: dict[tuple, bool] = {}
+
+
+def measured_vectorize_choices() -> dict[tuple, bool]:
+    """The choices ``vectorize="auto"`` measured so far (key: device, dtype, shapes, T)."""
+    return dict(_MEASURED)
+
+
+def clear_measured_vectorize() -> None:
+    """Forget the ``vectorize="auto"`` measurements (e.g. after moving the model)."""
+    _MEASURED.clear()
 
 
 def flatten_grads(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor], rows: int) -> torch.Tensor:
@@ -80,26 +127,202 @@ def _batched_grad(terms: list[torch.Tensor], inputs: Sequence[torch.Tensor], cre
     )
 
 
+class TaskJacobian:
+    """The parameter-level task Jacobian ``J`` (``T×d``) of one step, kept in the form it was
+    built in so that nothing downstream copies it again.
+
+    ``blocks[i]`` is ``∂L/∂θ_i`` of shape ``(T, *θ_i.shape)``. After the python loop the blocks
+    are views of one preallocated ``(T, d)`` buffer (:attr:`flat`), into which each task's
+    backward wrote its row; after a ``vmap`` backward they are autograd's own batched tensors and
+    no ``(T, d)`` copy exists until :meth:`matrix` asks for one. The Gramian (:meth:`gramian`)
+    and the combined update ``Jᵀα`` (:meth:`accumulate`) work from either form without it.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[torch.Tensor],
+        params: Sequence[torch.Tensor],
+        flat: torch.Tensor | None = None,
+        task_grads: Sequence[Sequence[torch.Tensor | None]] = (),
+    ):
+        self.blocks = tuple(blocks)
+        self.params = tuple(params)
+        self.flat = flat
+        #: ``task_grads[t]``: ``∂L_t`` w.r.t. ``task_inputs[t]`` of :func:`task_jacobian` (``None``: unreached)
+        self.task_grads = tuple(tuple(g) for g in task_grads)
+
+    @property
+    def num_tasks(self) -> int:
+        return self.blocks[0].shape[0]
+
+    def matrix(self) -> torch.Tensor:
+        """``J`` as one ``(T, d)`` tensor: the buffer itself after the loop, one copy after ``vmap``."""
+        if self.flat is None:
+            return torch.cat([b.reshape(self.num_tasks, -1) for b in self.blocks], dim=1)
+        return self.flat
+
+    def gramian(self) -> torch.Tensor:
+        """``K = J Jᵀ`` (``T×T``), as ``Σ_i B_i B_iᵀ`` over the parameter blocks when no flat
+        buffer exists (no ``T×d`` copy), else one product of the buffer with itself."""
+        if self.flat is not None:
+            return gramian(self.flat)
+        rows = [b.reshape(self.num_tasks, -1) for b in self.blocks]
+        gram = rows[0] @ rows[0].T
+        for row in rows[1:]:
+            gram = gram.addmm_(row, row.T) if not gram.requires_grad else gram + row @ row.T
+        return gram
+
+    def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
+        """``Jᵀα`` split per parameter: ``Σ_t α_t ∂L_t/∂θ_i`` shaped like each ``θ_i``."""
+        if weights.shape != (self.num_tasks,):
+            raise ValueError(f"expected {self.num_tasks} weights, got shape {tuple(weights.shape)}")
+        weights = weights.to(self.blocks[0].dtype)
+        if self.flat is not None:
+            return unflatten_like(weights @ self.flat, self.params)
+        return [torch.tensordot(weights, block, dims=1) for block in self.blocks]
+
+    def accumulate(self, weights: torch.Tensor) -> None:
+        """Add ``Jᵀα`` to the parameters' ``.grad``: the update of ``Σ_t α_t L_t`` on the
+        shared parameters, without the further encoder backward that would recompute it."""
+        accumulate_grads(self.params, self.combine(weights.detach()))
+
+
+def accumulate_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
+    """``p.grad += g`` (or ``p.grad = g`` when unset) for freshly computed, detached ``grads``.
+    An unset ``.grad`` takes ``g`` itself, not a copy; ``g`` must not be referenced elsewhere."""
+    for param, grad in zip(params, grads, strict=True):
+        if grad.shape != param.shape:
+            raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape {tuple(param.shape)}")
+        grad = grad.detach().to(param.dtype)
+        if param.grad is None:
+            param.grad = grad
+        else:
+            param.grad.add_(grad)
+
+
+def accumulate_direction(direction: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
+    """Add a flat ``(d,)`` update (a parameter-level method's direction) to the parameters'
+    ``.grad``. An unset ``.grad`` gets a copy, so the caller may keep ``direction`` (methods' state)."""
+    for param, chunk in zip(params, unflatten_like(direction.detach(), params), strict=True):
+        if param.grad is None:
+            param.grad = chunk.to(param.dtype, copy=True)
+        else:
+            param.grad.add_(chunk.to(param.dtype))
+
+
+def _jacobian_dtype(params: Sequence[torch.Tensor]) -> torch.dtype:
+    dtype = params[0].dtype
+    for p in params[1:]:
+        dtype = torch.promote_types(dtype, p.dtype)
+    return dtype
+
+
+def task_jacobian(
+    losses: Losses,
+    params: Sequence[torch.Tensor],
+    *,
+    create_graph: bool = False,
+    vectorize: Vectorize = None,
+    task_inputs: Sequence[Sequence[torch.Tensor]] | None = None,
+) -> TaskJacobian:
+    """The task Jacobian over ``params`` as a :class:`TaskJacobian` (graph kept).
+
+    ``task_inputs[t]`` (optional): further tensors, typically task ``t``'s head parameters, whose
+    gradient of ``L_t`` alone is wanted; the loop gets them from the same backward as ``J``'s
+    row ``t`` (no further pass through the heads), ``vmap`` from one head-only pass per task.
+
+    Loop: one backward per task, each writing its gradients straight into its row of a
+    preallocated ``(T, d)`` buffer (peak: ``J`` plus one task's gradients). ``vmap``: one
+    batched backward whose per-parameter outputs are kept as they are (peak: ``J``).
+    ``vectorize``: ``True`` (vmap), ``False`` (loop), ``None`` (by device and parameter shapes),
+    ``"auto"`` (measured once per model signature); see the module doc.
+    """
+    params = list(params)
+    if not params:
+        raise ValueError("parameter_jacobian needs at least one parameter")
+    terms = _terms(losses)
+    extra = [list(x) for x in task_inputs] if task_inputs is not None else [[] for _ in terms]
+    if len(extra) != len(terms):
+        raise ValueError(f"{len(terms)} losses but task_inputs for {len(extra)} tasks")
+    if vectorize == "auto":
+        return _measured_jacobian(terms, params, create_graph, extra)
+    if vectorize not in (None, True, False):
+        raise ValueError(f"vectorize must be True, False, None or 'auto', got {vectorize!r}")
+    return _jacobian(terms, params, create_graph, jacobian_uses_vmap(vectorize, params), extra)
+
+
+def _measured_jacobian(
+    terms: list[torch.Tensor], params: list[torch.Tensor], create_graph: bool, extra: list[list[torch.Tensor]]
+) -> TaskJacobian:
+    """``vectorize="auto"``: the first call for a model signature builds ``J`` both ways, timed
+    (process CPU time on the CPU, synchronised wall time on accelerators), and keeps the faster."""
+    device = params[0].device
+    key = (str(device), str(_jacobian_dtype(params)), tuple(tuple(p.shape) for p in params), len(terms))
+    if key in _MEASURED:
+        return _jacobian(terms, params, create_graph, _MEASURED[key], extra)
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    timings: dict[bool, float] = {}
+    result: dict[bool, TaskJacobian] = {}
+    for vmap in (False, True, False, True):  # two of each: the first call of a path pays its set-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = clock()
+        result[vmap] = _jacobian(terms, params, create_graph, vmap, extra)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings[vmap] = clock() - start
+    _MEASURED[key] = timings[True] < timings[False]
+    return result[_MEASURED[key]]
+
+
+def _jacobian(
+    terms: list[torch.Tensor],
+    params: list[torch.Tensor],
+    create_graph: bool,
+    vmap: bool,
+    extra: list[list[torch.Tensor]],
+) -> TaskJacobian:
+    num_tasks = len(terms)
+    if vmap:
+        grads = _batched_grad(terms, params, create_graph)
+        blocks = [
+            g if g is not None else p.new_zeros(num_tasks, *p.shape) for g, p in zip(grads, params, strict=True)
+        ]
+        task_grads = [
+            torch.autograd.grad(term, inputs, retain_graph=True, create_graph=create_graph, allow_unused=True)
+            if inputs else ()
+            for term, inputs in zip(terms, extra, strict=True)
+        ]
+        return TaskJacobian(blocks, params, task_grads=task_grads)
+    sizes = [p.numel() for p in params]
+    # Uninitialised: every entry is written below (a zeroed buffer would cost one more pass over J).
+    flat = params[0].new_empty(num_tasks, sum(sizes), dtype=_jacobian_dtype(params))
+    blocks = [chunk.view(num_tasks, *p.shape) for chunk, p in zip(flat.split(sizes, dim=1), params, strict=True)]
+    task_grads = []
+    for t, (term, inputs) in enumerate(zip(terms, extra, strict=True)):
+        grads = torch.autograd.grad(
+            term, [*params, *inputs], retain_graph=True, create_graph=create_graph, allow_unused=True
+        )
+        for block, grad in zip(blocks, grads[: len(params)], strict=True):
+            if grad is None:  # a parameter this loss does not reach
+                block[t].zero_()
+            else:
+                block[t].copy_(grad)
+        task_grads.append(grads[len(params):])
+    return TaskJacobian(blocks, params, flat, task_grads)
+
+
 def parameter_jacobian(
     losses: Losses,
     params: Sequence[torch.Tensor],
     *,
     create_graph: bool = False,
-    vectorize: bool | None = None,
+    vectorize: Vectorize = None,
 ) -> torch.Tensor:
     """``J = [∇θ L_1 … ∇θ L_T]ᵀ`` of shape ``(T, d)`` for ``T`` scalar losses (separate tensors,
-    or stacked ``(T,)``). The graph is kept for the step's final backward."""
-    params = list(params)
-    if not params:
-        raise ValueError("parameter_jacobian needs at least one parameter")
-    terms = _terms(losses)
-    if use_vmap(vectorize, terms[0]):
-        return flatten_grads(_batched_grad(terms, params, create_graph), params, len(terms))
-    rows = []
-    for term in terms:
-        grads = torch.autograd.grad(term, params, retain_graph=True, create_graph=create_graph, allow_unused=True)
-        rows.append(flatten_grads(grads, params, 1))
-    return torch.cat(rows, dim=0)
+    or stacked ``(T,)``). The graph is kept for the step's final backward. See
+    :func:`task_jacobian` for the form that avoids the ``(T, d)`` copy after ``vmap``."""
+    return task_jacobian(losses, params, create_graph=create_graph, vectorize=vectorize).matrix()
 
 
 def saliency(

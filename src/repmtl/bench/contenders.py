@@ -1,0 +1,138 @@
+"""The bench's contenders: one training step each (zero grads, forward, backward, SGD step),
+all on the same :class:`~repmtl.bench.workloads.Problem` (shared model and batch).
+
+* ``ew``: equal weighting, the reference every ratio is taken to;
+* ``<method>`` (loss-only methods) and ``<method>@param`` / ``<method>@repr`` (gradient
+  methods at each level they define), through :func:`repmtl.backward`;
+* ``repmtl``: the Rep-MTL preset (EW + TSR + CSA on log losses);
+* ``floor``: the forward and ``T`` task backwards through head and encoder, accumulated into
+  ``.grad`` — what any exact parameter-level method must at least do with ``T`` passes;
+* ``<method>@param+jta``: the prototype Gramian path that applies ``Jᵀα`` from the Jacobian
+  (:mod:`repmtl.bench.prototype`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+import repmtl
+from repmtl import methods as M
+from repmtl.bench.prototype import gramian_backward_jta
+from repmtl.bench.workloads import Problem
+from repmtl.regularizers import RepMTL
+
+Step = Callable[[], None]
+LEVEL_TAGS = {"parameters": "param", "representation": "repr"}
+
+#: hyper-parameters a method cannot do without (everything else: its defaults)
+REQUIRED_HPARAMS: dict[str, Callable[[int], dict[str, object]]] = {"fixed": lambda num_tasks: {"weights": [1.0] * num_tasks}}
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A named step factory. ``family``: repmtl | floor | prototype | torchjd | libmtl;
+    ``method``: the repmtl method it corresponds to ("" for the floor); ``level``:
+    parameters | representation | losses | ""."""
+
+    name: str
+    family: str
+    method: str
+    level: str
+    make: Callable[[Problem, float], Step]
+
+
+def _optimizer(problem: Problem, extra: Sequence[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD([*problem.model.parameters(), *extra], lr=lr)
+
+
+def _create(name: str, problem: Problem) -> M.Method:
+    hparams = REQUIRED_HPARAMS.get(name, lambda n: {})(len(problem.task_names))
+    return M.create(name, tasks=list(problem.task_names), **hparams).to(problem.inputs.device)
+
+
+def ours(name: str, level: str, *, preset: bool = False) -> Contender:
+    """A registered method at ``level`` through :func:`repmtl.backward` (``preset``: Rep-MTL)."""
+
+    def make(problem: Problem, lr: float) -> Step:
+        method = _create(name, problem)
+        regularizers = [RepMTL().to(problem.inputs.device)] if preset else []
+        transform = "log" if preset else None
+        optimizer = _optimizer(problem, list(method.parameters()), lr)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            z, losses = problem.forward()
+            repmtl.backward(
+                losses, representation=z, method=method, level=level, regularizers=regularizers, loss_transform=transform
+            )
+            optimizer.step()
+
+        return step
+
+    if preset:
+        return Contender("repmtl", "repmtl", "repmtl", "representation", make)
+    is_loss_method = M.lookup(name).needs == "losses"
+    label = name if is_loss_method else f"{name}@{LEVEL_TAGS[level]}"
+    return Contender(label, "repmtl", name, "losses" if is_loss_method else level, make)
+
+
+def floor() -> Contender:
+    def make(problem: Problem, lr: float) -> Step:
+        optimizer = _optimizer(problem, [], lr)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            _, losses = problem.forward()
+            terms = list(losses.values())
+            for t, term in enumerate(terms):
+                term.backward(retain_graph=t < len(terms) - 1)
+            optimizer.step()
+
+        return step
+
+    return Contender("floor", "floor", "", "", make)
+
+
+def prototype(name: str) -> Contender:
+    """``name`` at parameter level through the ``Jᵀα`` prototype."""
+
+    def make(problem: Problem, lr: float) -> Step:
+        method = _create(name, problem)
+        optimizer = _optimizer(problem, list(method.parameters()), lr)
+        shared = list(problem.model.shared_parameters())
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            z, losses = problem.forward()
+            gramian_backward_jta(losses, representation=z, shared_params=shared, method=method)
+            optimizer.step()
+
+        return step
+
+    return Contender(f"{name}@param+jta", "prototype", name, "parameters", make)
+
+
+def prototype_applies(name: str) -> bool:
+    cls = M.lookup(name)
+    return cls.needs == "gramian" and cls.scope == "all" and "parameters" in cls.levels
+
+
+def repmtl_contenders(methods: Sequence[str], levels: Sequence[str], *, with_prototype: bool) -> list[Contender]:
+    """EW, the floor, every method at each requested level it defines, Rep-MTL and (optionally)
+    the prototype path of each whole-encoder Gramian method."""
+    out = [ours("ew", "parameters"), floor()]
+    for name in methods:
+        if name == "ew":
+            continue
+        cls = M.lookup(name)
+        if cls.needs == "losses":
+            out.append(ours(name, "parameters"))
+            continue
+        out += [ours(name, level) for level in levels if level in cls.levels]
+    out.append(ours("ew", "representation", preset=True))
+    if with_prototype and "parameters" in levels:
+        out += [prototype(name) for name in methods if prototype_applies(name)]
+    return out
