@@ -145,6 +145,7 @@ def list_benchmarks() -> None:
 app.command("sweep")(commands.sweep)
 app.command("compare")(commands.compare)
 app.command("report")(commands.report)
+app.add_typer(commands.study_app, name="study")
 
 
 def main() -> None:  # pragma: no cover

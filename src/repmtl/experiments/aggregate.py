@@ -40,7 +40,7 @@ from repmtl.experiments.published import PublishedResult
 from repmtl.experiments.runs import RunFolderError, RunRecord, read_run
 from repmtl.metrics.improvement import Improvement, delta_p_or_reason
 
-__all__ = ["Column", "Comparison", "Setting", "Stat", "summarize"]
+__all__ = ["BaselineIndex", "Column", "Comparison", "Setting", "Stat", "summarize"]
 
 #: the budget fields ``TrainConfig.budget_key`` hashes, but for the seed (STL rows group by these)
 _BUDGET_FIELDS = ("benchmark", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "data_root", "encoder",
@@ -129,7 +129,7 @@ class Comparison:
 # ---- baselines -------------------------------------------------------------------------------
 
 
-class _BaselineIndex:
+class BaselineIndex:
     """Single-task runs by (benchmark, task, budget), from the given runs and the folders beside
     each run (read once per folder)."""
 
@@ -270,7 +270,7 @@ def _metric_stats(runs: Sequence[RunRecord], tasks: Sequence[str]) -> dict[str, 
     return out
 
 
-def _improvements(setting: Setting, index: _BaselineIndex, warnings: list[str]) -> list[RunRecord]:
+def _improvements(setting: Setting, index: BaselineIndex, warnings: list[str]) -> list[RunRecord]:
     """Fill the setting's Δp figures; return the baseline runs it was compared with."""
     per_seed: list[Improvement] = []
     used: list[RunRecord] = []
@@ -330,7 +330,7 @@ def _budget_identity(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: config.get(k) for k in _BUDGET_FIELDS}
 
 
-def _benchmark_comparison(benchmark: str, runs: list[RunRecord], index: _BaselineIndex,
+def _benchmark_comparison(benchmark: str, runs: list[RunRecord], index: BaselineIndex,
                           published: Sequence[PublishedResult]) -> Comparison:
     warnings: list[str] = []
     tasks = runs[0].tasks
@@ -393,7 +393,7 @@ def _baseline_rows(stl_runs: Mapping[str, Mapping[str, RunRecord]], tasks: Seque
 def summarize(records: Sequence[RunRecord], published: Sequence[PublishedResult] = ()) -> list[Comparison]:
     """One :class:`Comparison` per benchmark among the multi-task runs in ``records``
     (single-task runs serve as baselines; those not given are looked up beside each run)."""
-    index = _BaselineIndex(records)
+    index = BaselineIndex(records)
     by_benchmark: dict[str, list[RunRecord]] = {}
     for record in records:
         if not record.single_task:

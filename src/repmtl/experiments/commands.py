@@ -107,3 +107,101 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<ben
         raise typer.Exit(2) from exc
     path = write_report(run_dir)
     out.print(f"report written to {path}")
+
+
+study_app = typer.Typer(no_args_is_help=True, help="The imbalance papers' studies: a sweep recipe, then an analysis.")
+
+
+@study_app.command("list")
+def study_list() -> None:
+    """The studies, with the paper tables and figures each one reproduces."""
+    from rich.table import Table
+
+    from repmtl.experiments.studies import STUDIES
+
+    table = Table(title="studies")
+    for column in ("name", "study", "reference"):
+        table.add_column(column)
+    for study in STUDIES.values():
+        table.add_row(study.name, study.title, study.reference)
+    out.print(table)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"--seeds takes integers separated by commas, got {text!r}") from exc
+    if not seeds:
+        raise typer.BadParameter("--seeds needs at least one seed")
+    return seeds
+
+
+def study_recipe(
+    name: Annotated[str, typer.Argument(help="Study name (repmtl study list).")],
+    benchmark: Annotated[list[str], typer.Option("--benchmark", "-b", help="Benchmark (repeatable).")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Sweep file to write (.toml).")],
+    seeds: Annotated[str, typer.Option(help="Seeds, comma-separated.")] = "0,1",
+    epochs: Annotated[int | None, typer.Option(help="Epochs per run (default: 2; 0: the benchmark's).")] = 2,
+    max_steps: Annotated[int | None, typer.Option(help="Steps per epoch (default: 30; 0: all).")] = 30,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the benchmark's).")] = None,
+    diagnostics_every: Annotated[int, typer.Option(help="Diagnostics every N steps.")] = 5,
+) -> None:
+    """Write a study's sweep file for these benchmarks, seeds and budget."""
+    from repmtl.experiments.studies import Budget, get_study
+    from repmtl.experiments.sweepfile import SweepError, load_sweep
+
+    try:
+        study = get_study(name)
+        budget = Budget(epochs or None, max_steps or None, batch_size, diagnostics_every)
+        text = study.recipe(benchmark, _seeds(seeds), budget)
+    except (KeyError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc.args[0] if exc.args else exc}")
+        raise typer.Exit(2) from exc
+    if out_file.suffix.lower() != ".toml":
+        err.print(f"[red]error:[/] recipes are TOML: {out_file} should end in .toml")
+        raise typer.Exit(2)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(text)
+    try:
+        load_sweep(out_file)
+    except SweepError as exc:  # a recipe that does not parse is a bug here, not the user's
+        raise RuntimeError(f"the {name} recipe written to {out_file} does not parse: {exc}") from exc
+    out.print(f"wrote {out_file}; next: repmtl sweep {out_file} --workers 2, then "
+              f"repmtl study analyse {name} <sweep folder>")
+
+
+def study_analyse(
+    name: Annotated[str, typer.Argument(help="Study name (repmtl study list).")],
+    runs: Annotated[list[Path], typer.Argument(help="Sweep folders or run folders of the study.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the tables and figure "
+                                                                  "(default: <first folder>/study-<name>).")] = None,
+    plots: Annotated[bool, typer.Option(help="Draw the figure.")] = True,
+) -> None:
+    """Tables (Markdown, CSV) and the figure of a study from its finished runs."""
+    from repmtl.experiments.runs import RunFolderError, find_runs
+    from repmtl.experiments.studies import get_study, write_study
+
+    try:
+        study = get_study(name)
+        records, problems = find_runs(runs)
+        output = study.analyse(records)
+    except (KeyError, RunFolderError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc.args[0] if exc.args else exc}")
+        raise typer.Exit(2) from exc
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] skipped: {problem}")
+    if not output.tables:
+        for warning in output.warnings:
+            err.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[red]error:[/] nothing to tabulate for {name} under {', '.join(map(str, runs))}")
+        raise typer.Exit(2)
+    target = out_dir or runs[0] / f"study-{name}"
+    written = write_study(study, output, target, plots=plots)
+    for warning in output.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    out.print(f"wrote {len(written)} files to {target} (start with {target / (name + '.md')})")
+
+
+study_app.command("recipe")(study_recipe)
+study_app.command("analyse")(study_analyse)

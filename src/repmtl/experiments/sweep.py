@@ -47,7 +47,7 @@ from repmtl.experiments.sweepjobs import Job, folder_state, lock_is_held, log_pa
 from repmtl.train.config import TrainConfig
 from repmtl.train.trainer import single_task_config
 
-__all__ = ["Driver", "Outcome", "plan", "run_sweep"]
+__all__ = ["Driver", "Outcome", "plan", "run_spec", "run_sweep"]
 
 #: job states shown in the summary
 STATES = ("skipped", "done", "running", "waiting", "pending", "failed", "blocked")
@@ -417,8 +417,16 @@ def run_sweep(sweep_file: str | Path, *, out: str | Path | None = None, workers:
     """Plan the sweep and train what is not finished (see the module doc). ``out`` defaults to
     the file's ``out``, else ``sweeps/<file name>``. ``backend_factory`` replaces the executor
     (tests)."""
+    return run_spec(load_sweep(sweep_file), out=out, workers=workers, cluster=cluster, threads=threads,
+                    dry_run=dry_run, console=console, backend_factory=backend_factory)
+
+
+def run_spec(spec: SweepSpec, *, out: str | Path | None = None, workers: int = 1, cluster: str | None = None,
+             threads: int | None = None, dry_run: bool = False, console: Console | None = None,
+             backend_factory: Callable[[Path], Backend] | None = None) -> Outcome:
+    """:func:`run_sweep` for a parsed (possibly edited) sweep; ``spec.path`` is copied into the
+    sweep folder as the record of what was asked."""
     console = console or Console(stderr=True)
-    spec = load_sweep(sweep_file)
     if workers < 1:
         raise SweepError(f"--workers must be at least 1, got {workers}")
     if cluster not in (None, "local", "slurm"):

@@ -29,7 +29,9 @@ regularizers × seeds. Example (TOML; YAML has the same structure)::
     [[methods]]
     name = "repmtl"                   # a preset (EW + TSR + CSA on log losses)
 
-A method entry may also set TrainConfig fields such as ``level`` or ``loss_transform``; an
+A method entry may also set TrainConfig fields such as ``level`` or ``loss_transform``, and
+``benchmarks = [...]`` to run only on some of the sweep's benchmarks (e.g. ``fixed`` weights,
+whose length is the task count); an
 entry that fixes its own ``regularizer`` (or a preset that does, like ``repmtl``) is not
 crossed with the ``regularizers`` axis. Regularizer entries take ``name``, ``args`` and
 ``grid`` like methods. Later layers win when two set the same field: ``train`` < benchmark
@@ -84,6 +86,8 @@ class Choice:
     name: str | None
     args: dict[str, Any] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)
+    #: the benchmarks a method entry is restricted to (``None``: all of the sweep's)
+    only: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class SweepSpec:
         runs: list[TrainConfig] = []
         for bench, override, method, seed in itertools.product(self.benchmarks, self.overrides, self.methods,
                                                                self.seeds):
+            if method.only is not None and bench.name not in method.only:
+                continue
             own_regularizer = "regularizer" in method.fields or _preset_sets_regularizer(method.name)
             for reg in [Choice(None)] if own_regularizer else self.regularizers:
                 fields = _merge(self.train, bench.fields, method.fields, reg.fields, override)
@@ -243,13 +249,16 @@ def _choices(value: Any, where: str, *, none_ok: bool, extra_fields: bool) -> li
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
             raise SweepError(f"{here}: expected a name or a table with `name`, got {entry!r}")
         name = None if none_ok and entry["name"].lower() == "none" else entry["name"]
-        rest = {k: v for k, v in entry.items() if k not in ("name", "args", "grid")}
+        only = entry.get("benchmarks") if extra_fields else None
+        if only is not None and (not isinstance(only, list) or not only or not all(isinstance(b, str) for b in only)):
+            raise SweepError(f"{here}: `benchmarks` must be a non-empty list of benchmark names, got {only!r}")
+        rest = {k: v for k, v in entry.items() if k not in ("name", "args", "grid", "benchmarks")}
         if not extra_fields and rest:
             raise SweepError(f"{here}: unknown key(s) {sorted(rest)}; use name, args, grid")
         fields = _fields(rest, here) if rest else {}
         if name is None and (entry.get("args") or entry.get("grid")):
             raise SweepError(f"{here}: `none` takes no args or grid")
-        out += [Choice(name, args, fields) for args in _grid(entry, here)]
+        out += [Choice(name, args, fields, tuple(only) if only else None) for args in _grid(entry, here)]
     return out
 
 
@@ -296,13 +305,21 @@ def parse_sweep(data: Any, path: Path) -> SweepSpec:
     out = data.get("out")
     if out is not None and not isinstance(out, str):
         raise SweepError(f"{path}: `out` must be a folder path (string)")
+    benchmarks = _benchmarks(data["benchmarks"], f"{path}: benchmarks")
+    methods = _choices(data["methods"], f"{path}: methods", none_ok=False, extra_fields=True)
+    names = {b.name for b in benchmarks}
+    for i, method in enumerate(methods, 1):
+        unknown = sorted(set(method.only or ()) - names)
+        if unknown:
+            raise SweepError(f"{path}: methods entry {method.name!r} names benchmarks {unknown} that the sweep's "
+                             f"`benchmarks` ({sorted(names)}) do not list")
     return SweepSpec(
         path=path,
         name=str(data.get("name", path.stem)),
         out=out,
-        benchmarks=_benchmarks(data["benchmarks"], f"{path}: benchmarks"),
+        benchmarks=benchmarks,
         seeds=list(seeds),
-        methods=_choices(data["methods"], f"{path}: methods", none_ok=False, extra_fields=True),
+        methods=methods,
         regularizers=_choices(data.get("regularizers", ["none"]), f"{path}: regularizers", none_ok=True,
                               extra_fields=False),
         overrides=[_fields(o, f"{path}: overrides #{i}") for i, o in enumerate(overrides, 1)],
