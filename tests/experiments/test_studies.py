@@ -5,6 +5,7 @@ import csv
 import io
 import math
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -29,7 +30,7 @@ def test_every_recipe_parses_and_plans(tmp_path, name):
     jobs = plan(load_sweep(path), tmp_path / "out")  # builds every method for its tasks
     runs = [j for j in jobs if j.kind == "run"]
     assert runs and all(j.config.epochs == 1 and j.config.max_steps == 2 for j in runs)
-    assert {j.config.benchmark for j in runs} == {"multidigits", "synthscenes"}
+    assert {j.config.benchmark.removeprefix("perturbed-") for j in runs} == {"multidigits", "synthscenes"}
     assert not (tmp_path / "out").exists()
 
 
@@ -183,3 +184,53 @@ def test_study_files_and_cli(tmp_path):
     assert (tmp_path / "cli" / "ranking.md").exists() and not (tmp_path / "cli" / "ranking.png").exists()
     result = runner.invoke(app, ["study", "analyse", "nope", str(tmp_path / "runs")])
     assert result.exit_code == 2 and "unknown study 'nope'" in result.output
+
+
+# ---- data quality and quantity ---------------------------------------------------------------
+
+
+def test_data_study_compares_each_condition_with_clean_data(tmp_path):
+    conditions = {"clean": ({}, 50.0, 40.0), "noise": ({"noise_task": "left", "noise": 0.5}, 45.0, 30.0),
+                  "half": ({"fraction": 0.5}, 48.0, 36.0)}
+    for seed in (0, 1):
+        for name, (options, mtl, stl) in conditions.items():
+            config = TrainConfig(benchmark="perturbed-multidigits", method="ew", seed=seed, epochs=1,
+                                 options=options, name=f"ew-{name}-seed{seed}")
+            write_baselines(tmp_path, config, {"left": {"acc": stl}, "right": {"acc": 80.0}})
+            write_run(tmp_path, config, {"left": {"acc": mtl + seed}, "right": {"acc": 80.0}})
+    output = STUDIES["data"].analyse(_records(tmp_path))
+    (table,) = output.tables
+    rows = {r["condition"]: r for r in table.data}
+    assert list(rows) == ["clean, all data", "0.5 of the training data", "noise on left (0.5)"]
+    noisy = rows["noise on left (0.5)"]
+    assert noisy["left_stl_change"] == pytest.approx(-25.0)  # 30 vs 40
+    assert noisy["left_mtl_change"] == pytest.approx((45.5 - 50.5) / 50.5 * 100)  # means over seeds
+    assert noisy["left_mtl_vs_stl"] == pytest.approx((45.5 - 30.0) / 30.0 * 100)
+    assert noisy["right_stl_change"] == pytest.approx(0.0) and noisy["right_mtl_change"] == pytest.approx(0.0)
+    assert rows["clean, all data"]["left_mtl_change"] == pytest.approx(0.0)
+
+
+def test_perturbed_labels_are_fixed_noisy_and_only_in_training():
+    import torch
+
+    from repmtl.data.perturbed import corrupt
+    from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
+
+    clean = get_benchmark("multidigits").splits(BuildOptions())
+    noisy = get_benchmark("perturbed-multidigits").splits(BuildOptions(extra={"noise_task": "left", "noise": 0.5,
+                                                                              "fraction": 0.5}))
+    assert len(noisy.train) == len(clean.train) // 2 and noisy.val is not None
+    indices = noisy.train.indices[:400]
+    changed = [int(noisy.train[i][1]["left"]) != int(clean.train[j][1]["left"]) for i, j in enumerate(indices)]
+    assert 0.4 < sum(changed) / len(changed) < 0.6
+    assert all(int(noisy.train[i][1]["right"]) == int(clean.train[j][1]["right"]) for i, j in enumerate(indices[:50]))
+    assert [int(noisy.train[i][1]["left"]) for i in range(20)] == [int(noisy.train[i][1]["left"]) for i in range(20)]
+    # segmentation: at most five present classes relabelled, each to another class; ignore stays
+    rng = np.random.default_rng(0)
+    seg = torch.arange(8).repeat_interleave(4).reshape(4, 8)
+    seg[0, 0] = -1
+    out = corrupt(seg, 1.0, 8, rng)
+    moved = {int(c) for c in torch.unique(seg[out != seg])}
+    assert 1 <= len(moved) <= 5 and out[0, 0] == -1 and not (out[seg == next(iter(moved))] == next(iter(moved))).any()
+    with pytest.raises(ValueError, match="noise_task 'nope' is not a task"):
+        get_benchmark("perturbed-multidigits").splits(BuildOptions(extra={"noise_task": "nope", "noise": 0.1}))

@@ -111,3 +111,25 @@ def test_long_names_are_shortened_with_a_hash(tmp_path):
     text = f"benchmarks = ['multidigits']\n[[methods]]\nname = 'fixed'\nargs = {{weights = {weights}}}\n"
     (config,) = load_sweep(_write(tmp_path, text)).configs(tmp_path)
     assert len(config.name) <= 96 and config.name.endswith("-seed0")
+
+
+def test_method_entries_restricted_to_benchmarks_and_variants_of_one_benchmark(tmp_path):
+    text = """
+benchmarks = ["multidigits", {name = "synthscenes", options = {n_train = 8}},
+              {name = "synthscenes", options = {n_train = 16}}]
+[[methods]]
+name = "ew"
+[[methods]]
+name = "fixed"
+benchmarks = ["multidigits"]
+args = {weights = [1.0, 2.0]}
+"""
+    runs = load_sweep(_write(tmp_path, text)).configs(tmp_path / "out")
+    assert sorted((r.benchmark, r.method) for r in runs) == [("multidigits", "ew"), ("multidigits", "fixed"),
+                                                             ("synthscenes", "ew"), ("synthscenes", "ew")]
+    synth = sorted(r.run_name() for r in runs if r.benchmark == "synthscenes")
+    assert synth == ["ew-options=n_train:16-seed0", "ew-options=n_train:8-seed0"]
+    assert [r.run_name() for r in runs if r.benchmark == "multidigits"][0] == "ew-seed0"
+    bad = text.replace('benchmarks = ["multidigits"]\nargs', 'benchmarks = ["nyuv2"]\nargs')
+    with pytest.raises(SweepError, match=r"names benchmarks \['nyuv2'\]"):
+        load_sweep(_write(tmp_path, bad))

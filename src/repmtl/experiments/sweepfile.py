@@ -41,7 +41,8 @@ parameters for ``repmtl sweep --cluster`` (e.g. ``timeout_min``, ``slurm_partiti
 
 Each grid point becomes a :class:`~repmtl.train.config.TrainConfig` whose run folder is
 ``<out>/<benchmark>/<name>``, the name built from what distinguishes the run (method, its
-arguments, regularizer, override fields, seed).
+arguments, regularizer, override fields, seed, and the fields of its benchmark entry when
+several entries name the same benchmark, e.g. one per data condition).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class SweepSpec:
         """Every run of the grid, with its folder under ``out``, in grid order. Raises
         :class:`SweepError` if two different runs would share a folder."""
         runs: list[TrainConfig] = []
+        shared = {name: sum(b.name == name for b in self.benchmarks) for name in {b.name for b in self.benchmarks}}
         for bench, override, method, seed in itertools.product(self.benchmarks, self.overrides, self.methods,
                                                                self.seeds):
             if method.only is not None and bench.name not in method.only:
@@ -122,7 +124,8 @@ class SweepSpec:
                     fields["regularizer_args"] = {**fields.get("regularizer_args", {}), **reg.args}
                 config = TrainConfig(**fields, benchmark=bench.name, method=method.name, method_args=dict(method.args),
                                      seed=seed, out=str(out))
-                runs.append(replace(config, name=_run_name(method, reg, override, seed)))
+                variant = bench.fields if shared[bench.name] > 1 else {}
+                runs.append(replace(config, name=_run_name(method, reg, {**variant, **override}, seed)))
         _check_distinct(runs, self.path)
         return runs
 

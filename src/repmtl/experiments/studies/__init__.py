@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from repmtl.experiments.studies import gridsearch, ranking, surrogate
+from repmtl.experiments.studies import data, gridsearch, ranking, surrogate
 from repmtl.experiments.studies.base import Budget, Study, StudyOutput, write_study
 
 __all__ = ["STUDIES", "Budget", "Study", "StudyOutput", "get_study", "write_study"]
@@ -14,6 +14,9 @@ STUDIES: dict[str, Study] = {
         Study("gridsearch", "Grid search vs AvgNorm vs dynamic weighting",
               "Guo et al., Revisit the Imbalance Optimization in Multi-task Learning, Tables VI-VII",
               gridsearch.recipe, gridsearch.analyse, "gridsearch_bars"),
+        Study("data", "Data quality and quantity",
+              "Guo et al., Revisit the Imbalance Optimization in Multi-task Learning, Table V",
+              data.recipe, data.analyse, "data_bars"),
         Study("surrogate", "Representation-level surrogate of gradient methods",
               "Mao et al., Rethinking Resource Competition in Multi-Task Learning, Table 13",
               surrogate.recipe, surrogate.analyse, "surrogate_bars"),
