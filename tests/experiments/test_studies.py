@@ -234,3 +234,59 @@ def test_perturbed_labels_are_fixed_noisy_and_only_in_training():
     assert 1 <= len(moved) <= 5 and out[0, 0] == -1 and not (out[seg == next(iter(moved))] == next(iter(moved))).any()
     with pytest.raises(ValueError, match="noise_task 'nope' is not a task"):
         get_benchmark("perturbed-multidigits").splits(BuildOptions(extra={"noise_task": "nope", "noise": 0.1}))
+
+
+# ---- feature distance ------------------------------------------------------------------------
+
+
+def test_adapted_distance_is_zero_for_a_linear_map_and_one_for_noise():
+    import torch
+
+    from repmtl.experiments.studies.distance import adapted_distance
+
+    g = torch.Generator().manual_seed(0)
+    source = torch.randn(64, 5, 3, 3, generator=g)
+    mix = torch.randn(5, 4, generator=g)
+    target = torch.einsum("nchw,cd->ndhw", source, mix) + 2.0
+    assert adapted_distance(source[:48], target[:48], source[48:], target[48:]) < 1e-4
+    noise = torch.randn(64, 4, 3, 3, generator=g)
+    assert 0.9 < adapted_distance(source[:48], noise[:48], source[48:], noise[48:]) < 1.3
+    with pytest.raises(ValueError, match="constant"):
+        adapted_distance(source, torch.ones(64, 4, 3, 3), source, torch.ones(64, 4, 3, 3))
+
+
+def _checkpoint(run_dir, config, encoder_from=None, seed=0):
+    import torch
+
+    from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
+
+    bench = get_benchmark(config.benchmark)
+    tasks = [t for t in bench.tasks(BuildOptions()) if not config.single_task or t.name == config.single_task]
+    torch.manual_seed(seed)
+    model = bench.model(BuildOptions(), tasks)
+    if encoder_from is not None:
+        model.encoder.load_state_dict(encoder_from.encoder.state_dict())
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    torch.save({"model": model.state_dict(), "epoch": 0}, run_dir / "checkpoints" / "best.pt")
+    return model
+
+
+def test_distance_study_reads_checkpoints(tmp_path, monkeypatch):
+    from repmtl.experiments.studies import distance
+
+    monkeypatch.setattr(distance, "FIT_SAMPLES", 96)
+    monkeypatch.setattr(distance, "EVAL_SAMPLES", 48)
+    from repmtl.train.trainer import single_task_config
+
+    scores = {"left": {"acc": 50.0}, "right": {"acc": 50.0}}
+    same = TrainConfig(benchmark="multidigits", method="ew", epochs=1)
+    other = TrainConfig(benchmark="multidigits", method="mgda", epochs=1)
+    stl_dirs = write_baselines(tmp_path, same, scores)
+    model = _checkpoint(write_run(tmp_path, same, scores), same, seed=0)
+    _checkpoint(write_run(tmp_path, other, scores), other, seed=1)
+    for task, run_dir in stl_dirs.items():  # single-task encoders equal to EW's
+        _checkpoint(run_dir, single_task_config(same, task), encoder_from=model)
+    output = STUDIES["distance"].analyse(_records(tmp_path))
+    rows = {r["setting"]: r for r in output.tables[0].data}
+    assert rows["ew"]["distance_left"] < 1e-3 and rows["ew"]["distance_right"] < 1e-3
+    assert rows["mgda"]["distance_left"] > 0.05

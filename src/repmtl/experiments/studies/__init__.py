@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from repmtl.experiments.studies import data, gridsearch, ranking, surrogate
+from repmtl.experiments.studies import data, distance, gridsearch, ranking, surrogate
 from repmtl.experiments.studies.base import Budget, Study, StudyOutput, write_study
 
 __all__ = ["STUDIES", "Budget", "Study", "StudyOutput", "get_study", "write_study"]
@@ -17,6 +17,9 @@ STUDIES: dict[str, Study] = {
         Study("data", "Data quality and quantity",
               "Guo et al., Revisit the Imbalance Optimization in Multi-task Learning, Table V",
               data.recipe, data.analyse, "data_bars"),
+        Study("distance", "Feature distance to single-task models",
+              "Guo et al., Revisit the Imbalance Optimization in Multi-task Learning, Fig. 6",
+              distance.recipe, distance.analyse, "distance_bars"),
         Study("surrogate", "Representation-level surrogate of gradient methods",
               "Mao et al., Rethinking Resource Competition in Multi-Task Learning, Table 13",
               surrogate.recipe, surrogate.analyse, "surrogate_bars"),
