@@ -290,3 +290,21 @@ def test_distance_study_reads_checkpoints(tmp_path, monkeypatch):
     rows = {r["setting"]: r for r in output.tables[0].data}
     assert rows["ew"]["distance_left"] < 1e-3 and rows["ew"]["distance_right"] < 1e-3
     assert rows["mgda"]["distance_left"] > 0.05
+
+
+@pytest.mark.slow
+def test_a_study_runs_end_to_end_from_its_recipe(tmp_path, monkeypatch):
+    """recipe -> sweep -> analyse on real (tiny) training runs."""
+    from repmtl.experiments.studies import ranking
+    from repmtl.experiments.sweep import run_sweep
+
+    monkeypatch.setattr(ranking, "METHODS", ("ew", "mgda", "pcgrad"))
+    recipe = tmp_path / "ranking.toml"
+    recipe.write_text(ranking.recipe(["multidigits"], [0], TINY))
+    assert run_sweep(recipe, out=tmp_path / "sweep").ok
+    output = STUDIES["ranking"].analyse(_records(tmp_path / "sweep"))
+    (table,) = output.tables
+    assert [r["methods"] for r in table.data] == [3, 3]
+    assert all(0 <= r["GDS_abs"] <= 0.5 for r in table.data)
+    written = write_study(get_study("ranking"), output, tmp_path / "study")
+    assert {"ranking.md", "ranking.png"} <= {p.name for p in written}

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 
 from repmtl import methods
 from repmtl.experiments.aggregate import Setting, summarize
-from repmtl.experiments.runs import RunRecord
+from repmtl.experiments.runs import EXECUTION_FIELDS, RunRecord
 from repmtl.experiments.studies.base import Budget, StudyOutput, StudyTable, fmt, header, mean_logged
 
 __all__ = ["analyse", "gradient_methods", "recipe"]
 
 _LEVELS = ("parameters", "representation")
 _GRADIENT_FAMILIES = ("gradient manipulation", "hybrid")
-_IGNORED = {"level", "seed", "out", "name", "device", "progress", "num_workers", "log_every"}
+_IGNORED = EXECUTION_FIELDS | {"level", "seed"}
 
 
 def gradient_methods() -> list[str]:
