@@ -129,7 +129,7 @@ args = {weights = [1.0, 2.0]}
                                                              ("synthscenes", "ew"), ("synthscenes", "ew")]
     synth = sorted(r.run_name() for r in runs if r.benchmark == "synthscenes")
     assert synth == ["ew-options=n_train:16-seed0", "ew-options=n_train:8-seed0"]
-    assert [r.run_name() for r in runs if r.benchmark == "multidigits"][0] == "ew-seed0"
+    assert next(r.run_name() for r in runs if r.benchmark == "multidigits") == "ew-seed0"
     bad = text.replace('benchmarks = ["multidigits"]\nargs', 'benchmarks = ["nyuv2"]\nargs')
     with pytest.raises(SweepError, match=r"names benchmarks \['nyuv2'\]"):
         load_sweep(_write(tmp_path, bad))
