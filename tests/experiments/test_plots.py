@@ -75,3 +75,15 @@ def test_curves_average_seeds_at_common_steps(tmp_path):
     assert np.allclose(curve.mean, 0.9) and np.allclose(curve.std, 0.0)
     fd = _curve(setting, "diag/fd", {})
     assert math.isclose(fd.mean[0], 1.02)
+
+
+def test_without_matplotlib_the_tables_are_still_written(tmp_path, monkeypatch):
+    import sys
+
+    comparison = _write(tmp_path / "runs", TASKS3, methods=("ew",), logs=False)
+    for module in ("matplotlib", "repmtl.experiments.plots", "repmtl.experiments.figstyle"):
+        monkeypatch.setitem(sys.modules, module, None) if module == "matplotlib" else \
+            monkeypatch.delitem(sys.modules, module, raising=False)
+    written = write_comparison([comparison], tmp_path / "out")
+    assert {p.name for p in written} == {"compare.md", "compare.csv", "compare.tex"}
+    assert "pip install 'repmtl[plots]'" in (tmp_path / "out" / "compare.md").read_text()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from repmtl.experiments.aggregate import Comparison
-from repmtl.experiments.extras import MissingExtraError
+from repmtl.experiments.extras import missing_plots
 from repmtl.experiments.tables import csv_text, latex, markdown
 
 __all__ = ["write_comparison"]
@@ -43,8 +43,11 @@ def write_comparison(comparisons: Sequence[Comparison], out: str | Path, *, plot
     if plots:
         try:  # the [plots] extra
             from repmtl.experiments.plots import plot_comparison
-        except MissingExtraError as exc:
-            sections += [f"No figures: {exc}", ""]
+        except ImportError as exc:
+            reason = missing_plots(exc)
+            if reason is None:
+                raise
+            sections += [f"No figures: {reason}", ""]
     for comparison in comparisons:
         sections.append(markdown([comparison]))
         if plot_comparison is not None:

@@ -9,10 +9,11 @@ and say why there are no figures.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("figures need matplotlib; install the extra: pip install 'repmtl[plots]'") from exc
 
-__all__ = ["WELL_TRAINED", "Figure", "moving_average", "new_figure", "plain_log_axis", "save", "style"]
+__all__ = ["WELL_TRAINED", "Figure", "moving_average", "new_figure", "palette", "plain_log_axis", "save", "style"]
 
 #: power-law α in [2, 4] reads as a well-trained layer (Martin & Mahoney, JMLR 2021, Sec. 5;
 #: used as such by Rep-MTL, Wang et al. ICCV 2025, Sec. 4.3)
@@ -68,6 +69,12 @@ def style() -> Iterator[None]:
 def new_figure(width: float, height: float) -> MplFigure:
     """A figure outside pyplot: no GUI backend involved, nothing left open."""
     return MplFigure(figsize=(width, height), layout="constrained")
+
+
+def palette(names: Sequence[str], cmap: str = "tab10") -> dict[str, Any]:
+    """One colour per name from ``cmap`` (``tab20`` beyond ten names)."""
+    colours = matplotlib.colormaps[cmap if len(names) <= 10 else "tab20"]
+    return {name: colours(i % colours.N) for i, name in enumerate(names)}
 
 
 def save(fig: MplFigure, folder: Path, name: str, title: str, caption: str) -> Figure:

@@ -32,22 +32,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from repmtl.experiments.aggregate import Comparison, Setting
-from repmtl.experiments.figstyle import WELL_TRAINED, Figure, moving_average, new_figure, plain_log_axis, save, style
+from repmtl.experiments.figstyle import (
+    WELL_TRAINED,
+    Figure,
+    moving_average,
+    new_figure,
+    palette,
+    plain_log_axis,
+    save,
+    style,
+)
 from repmtl.experiments.runs import finite, read_jsonl
 
 __all__ = ["Figure", "plot_comparison"]
 
 _SMOOTH_MIN = 40
-
-
-def _palette(names: Sequence[str], cmap: str) -> dict[str, Any]:
-    colours = matplotlib.colormaps[cmap if len(names) <= 10 else "tab20"]
-    return {name: colours(i % colours.N) for i, name in enumerate(names)}
 
 
 # ---- series over seeds -----------------------------------------------------------------------
@@ -139,8 +142,8 @@ class _Plotter:
     def __init__(self, comparison: Comparison, folder: Path) -> None:
         self.c = comparison
         self.folder = folder
-        self.colours = _palette([s.label for s in comparison.settings], "tab10")
-        self.task_colours = _palette(list(comparison.tasks), "Dark2")
+        self.colours = palette([s.label for s in comparison.settings], "tab10")
+        self.task_colours = palette(list(comparison.tasks), "Dark2")
         self.cache: dict[Path, list[dict[str, Any]]] = {}
         self.figures: list[Figure] = []
         self.skipped: list[str] = []

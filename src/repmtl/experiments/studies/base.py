@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from repmtl.experiments.benchmarks import BuildOptions, get_benchmark
-from repmtl.experiments.extras import MissingExtraError
+from repmtl.experiments.extras import missing_plots
 from repmtl.experiments.runs import RunRecord, finite, read_jsonl
 from repmtl.experiments.tables import markdown_table
 
@@ -169,8 +169,11 @@ def write_study(study: Study, output: StudyOutput, out: str | Path, *, plots: bo
     if plots:
         try:  # the [plots] extra
             from repmtl.experiments.studies import figures
-        except MissingExtraError as exc:
-            output.warnings.append(f"no figure: {exc}")
+        except ImportError as exc:
+            reason = missing_plots(exc)
+            if reason is None:
+                raise
+            output.warnings.append(f"no figure: {reason}")
         else:
             for figure in getattr(figures, study.plot)(output.plot_data, out):
                 lines += [f"## {figure.title}", "", f"![{figure.title}]({figure.png.name})", "",

@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
+from matplotlib.patches import Patch
 
-from repmtl.experiments.figstyle import Figure, new_figure, save, style
+from repmtl.experiments.figstyle import Figure, new_figure, palette, save, style
 
 __all__ = ["data_bars", "distance_bars", "gridsearch_bars", "ranking_heatmap", "surrogate_bars"]
 
@@ -58,11 +58,6 @@ def _grouped_bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float
     ax.grid(axis="x", visible=False)
 
 
-def _palette(names: Sequence[str]) -> dict[str, Any]:
-    colours = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {name: colours(i % colours.N) for i, name in enumerate(names)}
-
-
 def surrogate_bars(data: Mapping[str, Any], out: Path) -> list[Figure]:
     """Relative change of each metric, representation level vs parameter level, per method."""
     bars = data.get("bars", [])
@@ -76,7 +71,7 @@ def surrogate_bars(data: Mapping[str, Any], out: Path) -> list[Figure]:
         for ax, benchmark in zip(axes, benchmarks):
             rows = [b for b in bars if b["benchmark"] == benchmark]
             metrics = rows[0]["metrics"]
-            colours = _palette(metrics)
+            colours = palette(metrics)
             series = {m: [r["changes"][i] for r in rows] for i, m in enumerate(metrics)}
             _grouped_bars(ax, [r["method"] for r in rows], series, colours)
             ax.set_ylabel("change, rep. vs param. (%)")
@@ -110,7 +105,7 @@ def gridsearch_bars(data: Mapping[str, Any], out: Path) -> list[Figure]:
             ax.set_title(panel["benchmark"])
             ax.grid(axis="x", visible=False)
         kinds = list(dict.fromkeys(k for p in panels for k in p["kinds"]))
-        handles = [matplotlib.patches.Patch(color=_KIND_COLOURS[k], label=k) for k in kinds]
+        handles = [Patch(color=_KIND_COLOURS[k], label=k) for k in kinds]
         fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), frameon=False)
         fig.suptitle("Fixed-weight grid vs AvgNorm vs dynamic weighting")
         return [save(fig, out, "gridsearch", "Grid search vs AvgNorm vs dynamic methods",
@@ -127,7 +122,7 @@ def data_bars(data: Mapping[str, Any], out: Path) -> list[Figure]:
         fig = new_figure(max(7.0, 0.8 * max(len(p["conditions"]) for p in panels) + 4.0), 3.8 * len(panels))
         axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
         for ax, panel in zip(axes, panels):
-            colours = _palette(list(panel["series"]))
+            colours = palette(list(panel["series"]))
             _grouped_bars(ax, panel["conditions"], panel["series"], colours)
             ax.set_ylabel("change vs clean, full data (%)")
             ax.set_title(panel["title"])
@@ -147,7 +142,7 @@ def distance_bars(data: Mapping[str, Any], out: Path) -> list[Figure]:
         fig = new_figure(max(6.5, 0.6 * max(len(p["methods"]) for p in panels) + 3.5), 3.8 * len(panels))
         axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
         for ax, panel in zip(axes, panels):
-            colours = _palette(list(panel["series"]))
+            colours = palette(list(panel["series"]))
             _grouped_bars(ax, panel["methods"], panel["series"], colours)
             ax.set_ylabel("feature distance to STL")
             ax.set_title(panel["benchmark"])
