@@ -155,12 +155,19 @@ class InlineBackend:
         return "the output above"
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it, e.g. in a container)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class ProcessBackend:
     """``capacity`` local worker processes, output in ``<out>/logs/<job>.log``."""
 
     def __init__(self, out: Path, capacity: int, threads: int | None) -> None:
         self.out, self.capacity = out, capacity
-        self.threads = threads or max(1, (os.cpu_count() or 1) // capacity)
+        self.threads = threads or max(1, _usable_cores() // capacity)
         self._procs: dict[str, subprocess.Popen] = {}
 
     def start(self, job: Job) -> None:
