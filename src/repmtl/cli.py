@@ -1,4 +1,5 @@
-"""The ``repmtl`` command line (typer)."""
+"""The ``repmtl`` command line (typer); ``sweep``, ``compare``, ``report`` and ``study`` live in
+:mod:`repmtl.experiments.commands`."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from repmtl.experiments import commands
 from repmtl.hparams import parse_cli_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-task learning optimisation: train, compare, diagnose.")
@@ -68,29 +70,29 @@ def _parse_diagnostics(spec: str | None) -> tuple[int | None, str]:
 def train(
     benchmark: Annotated[str, typer.Option(help="Benchmark preset (see `repmtl benchmarks`).")] = "multidigits",
     method: Annotated[str, typer.Option(help="Method name (see `repmtl methods`).")] = "ew",
-    method_arg: Annotated[Optional[list[str]], typer.Option("--method-arg", help="Method hyper-parameter key=value (repeatable).")] = None,
-    level: Annotated[Optional[str], typer.Option(help="Gradient level: parameters | representation (default: the method's).")] = None,
-    regularizer: Annotated[Optional[str], typer.Option(help="Regularizer name, e.g. repmtl.")] = None,
-    regularizer_arg: Annotated[Optional[list[str]], typer.Option("--regularizer-arg", help="Regularizer hyper-parameter key=value (repeatable).")] = None,
-    lambda_tsr: Annotated[Optional[float], typer.Option(help="Rep-MTL: TSR strength λ_tsr (default 0.9).")] = None,
-    lambda_csa: Annotated[Optional[float], typer.Option(help="Rep-MTL: CSA strength λ_csa (default 0.9).")] = None,
-    tau: Annotated[Optional[float], typer.Option(help="Rep-MTL: CSA temperature τ (default 0.1).")] = None,
-    loss_transform: Annotated[Optional[str], typer.Option(help="none | log (default: the method's; log for Rep-MTL).")] = None,
-    single_task: Annotated[Optional[str], typer.Option(help="Train one single-task baseline for this task only.")] = None,
+    method_arg: Annotated[list[str] | None, typer.Option("--method-arg", help="Method hyper-parameter key=value (repeatable).")] = None,
+    level: Annotated[str | None, typer.Option(help="Gradient level: parameters | representation (default: the method's).")] = None,
+    regularizer: Annotated[str | None, typer.Option(help="Regularizer name, e.g. repmtl.")] = None,
+    regularizer_arg: Annotated[list[str] | None, typer.Option("--regularizer-arg", help="Regularizer hyper-parameter key=value (repeatable).")] = None,
+    lambda_tsr: Annotated[float | None, typer.Option(help="Rep-MTL: TSR strength λ_tsr (default 0.9).")] = None,
+    lambda_csa: Annotated[float | None, typer.Option(help="Rep-MTL: CSA strength λ_csa (default 0.9).")] = None,
+    tau: Annotated[float | None, typer.Option(help="Rep-MTL: CSA temperature τ (default 0.1).")] = None,
+    loss_transform: Annotated[str | None, typer.Option(help="none | log (default: the method's; log for Rep-MTL).")] = None,
+    single_task: Annotated[str | None, typer.Option(help="Train one single-task baseline for this task only.")] = None,
     seed: int = 0,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the benchmark's).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Cap on steps per epoch (smoke runs).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: the benchmark's).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: the benchmark's).")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (default: the benchmark's).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the benchmark's).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap on steps per epoch (smoke runs).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the benchmark's).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the benchmark's).")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default: the benchmark's).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder holding all runs.")] = Path("runs"),
-    name: Annotated[Optional[str], typer.Option(help="Run folder name (default: from method, level and seed).")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help="Dataset folder (NYUv2, Cityscapes, ...).")] = None,
-    encoder: Annotated[Optional[str], typer.Option(help="Encoder, e.g. resnet50 | resnet18.")] = None,
-    pretrained: Annotated[Optional[Path], typer.Option(help="Local ImageNet weights file for the encoder.")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", help="Benchmark option KEY=VALUE (repeatable), e.g. classes=19.")] = None,
-    diagnostics: Annotated[Optional[str], typer.Option(help="Log imbalance diagnostics every=N steps (and power-law α per epoch); ,level=representation measures every method alike.")] = None,
+    name: Annotated[str | None, typer.Option(help="Run folder name (default: from method, level and seed).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder (NYUv2, Cityscapes, ...).")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Encoder, e.g. resnet50 | resnet18.")] = None,
+    pretrained: Annotated[Path | None, typer.Option(help="Local ImageNet weights file for the encoder.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Benchmark option KEY=VALUE (repeatable), e.g. classes=19.")] = None,
+    diagnostics: Annotated[str | None, typer.Option(help="Log imbalance diagnostics every=N steps (and power-law α per epoch); ,level=representation measures every method alike.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in the output folder.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start again even if the run folder holds a run.")] = False,
     baseline: Annotated[bool, typer.Option(help="Train/reuse single-task baselines and report Δp.")] = True,
@@ -152,7 +154,7 @@ def train(
 
 @app.command("methods")
 def list_methods(
-    name: Annotated[Optional[str], typer.Argument(help="Show one method's hyper-parameters, levels and reference.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Show one method's hyper-parameters, levels and reference.")] = None,
 ) -> None:
     """List the available methods, or describe one (``repmtl methods mgda``)."""
     from repmtl import methods
@@ -205,32 +207,10 @@ def list_benchmarks() -> None:
     out.print(table)
 
 
-@app.command()
-def compare(run_dirs: Annotated[list[Path], typer.Argument(help="Finished run folders of one benchmark.")]) -> None:
-    """Print finished runs side by side with their single-task baselines and Δp."""
-    from repmtl.train.experiment import comparison_table, load_experiment
-
-    missing = [str(d) for d in run_dirs if not (d / "results.json").exists()]
-    if missing:
-        err.print(f"[red]error:[/] no results.json in {missing}: are these finished runs?")
-        raise typer.Exit(2)
-    try:
-        out.print(comparison_table([load_experiment(d) for d in run_dirs]))
-    except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-
-
-@app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<benchmark>/<run>).")]) -> None:
-    """Write plots (training dynamics, diagnostics, power-law α) and a Markdown summary of a run."""
-    from repmtl.experiments.report import write_report
-
-    if not (run_dir / "steps.jsonl").exists() and not (run_dir / "epochs.jsonl").exists():
-        err.print(f"[red]error:[/] {run_dir} holds no run logs (steps.jsonl / epochs.jsonl)")
-        raise typer.Exit(2)
-    path = write_report(run_dir)
-    out.print(f"report written to {path}")
+app.command("sweep")(commands.sweep)
+app.command("compare")(commands.compare)
+app.command("report")(commands.report)
+app.add_typer(commands.study_app, name="study")
 
 
 @app.command(add_help_option=False, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

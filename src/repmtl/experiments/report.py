@@ -25,7 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from repmtl.experiments.figstyle import (
+    WELL_TRAINED,
+    Figure,
+    moving_average,
+    new_figure,
+    plain_log_axis,
+    save,
+    style,
+)
+from repmtl.experiments.runs import read_jsonl
+from repmtl.experiments.tables import markdown_table
 
 __all__ = ["write_report"]
 
@@ -35,27 +50,6 @@ _WELL_TRAINED = (2.0, 4.0)
 
 
 # ---- reading -------------------------------------------------------------------------------
-
-
-def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Rows of a JSON-lines file and the number of unreadable lines (e.g. a run killed mid-write)."""
-    if not path.exists():
-        return [], 0
-    rows, bad = [], 0
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            bad += 1
-    return rows, bad
 
 
 def _as_float(value: Any) -> float | None:
@@ -135,8 +129,8 @@ def _load(run_dir: Path) -> _Run:
         config = loaded if isinstance(loaded, dict) else {}
     else:
         notes.append("`config.json` is missing: run settings unknown.")
-    steps, bad_steps = _read_jsonl(run_dir / "steps.jsonl")
-    epochs, bad_epochs = _read_jsonl(run_dir / "epochs.jsonl")
+    steps, bad_steps = read_jsonl(run_dir / "steps.jsonl")
+    epochs, bad_epochs = read_jsonl(run_dir / "epochs.jsonl")
     if not (run_dir / "steps.jsonl").exists():
         notes.append("`steps.jsonl` is missing: no step-level plots.")
     if not (run_dir / "epochs.jsonl").exists():
@@ -151,18 +145,8 @@ def _load(run_dir: Path) -> _Run:
 # ---- plotting helpers ----------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _colours(names: Sequence[str]) -> dict[str, Any]:
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
@@ -171,8 +155,7 @@ def _moving_average(s: _Series) -> tuple[np.ndarray, np.ndarray, int] | None:
     if n < 20:
         return None
     w = max(2, n // 20)
-    kernel = np.ones(w) / w
-    return s.x[w - 1:], np.convolve(s.y, kernel, mode="valid"), w
+    return s.x, moving_average(s.y, w), w
 
 
 def _draw(ax, s: _Series, label: str, colour: Any, smooth: bool = True) -> int | None:
@@ -198,24 +181,7 @@ def _legend(ax, count: int) -> None:
 def _log_scale_if_wide(ax, values: Iterable[np.ndarray]) -> None:
     vals = np.concatenate([v for v in values if v.size]) if values else np.array([])
     if vals.size and (vals > 0).all() and vals.max() / vals.min() > 30:
-        _log_axis(ax, vals)
-
-
-def _log_axis(ax, values: np.ndarray | None = None) -> None:
-    """Log y scale; plain-number ticks (1, 2, 5, 10, 20, ...) when the values stay within
-    [1e-3, 1e4], where "3×10⁰"-style labels would only get in the way."""
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
-
-    ax.set_yscale("log")
-    if values is None:
-        return
-    values = values[np.isfinite(values) & (values > 0)]
-    if values.size and values.min() >= 1e-3 and values.max() <= 1e4:
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        formatter = ScalarFormatter()
-        formatter.set_scientific(False)
-        ax.yaxis.set_major_formatter(formatter)
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        plain_log_axis(ax)
 
 
 def _alpha_axis(ax, values: np.ndarray) -> None:
@@ -223,42 +189,30 @@ def _alpha_axis(ax, values: np.ndarray) -> None:
     next to well-trained ones near 2–4)."""
     finite = values[np.isfinite(values) & (values > 0)]
     if finite.size and finite.max() / finite.min() > 10:
-        _log_axis(ax, finite)
+        plain_log_axis(ax)
 
 
 def _epoch_axis(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-
-
-@dataclass
-class _Figure:
-    name: str
-    title: str
-    caption: str
 
 
 class _Report:
     def __init__(self, run: _Run, out_dir: Path) -> None:
         self.run = run
         self.out = out_dir
-        self.figures: list[_Figure] = []
+        self.figures: list[Figure] = []
         self.skipped: list[str] = []
         self.colours = _colours(run.tasks)
 
     def _save(self, fig, name: str, title: str, caption: str) -> None:
-        plt = _pyplot()
-        fig.savefig(self.out / name, dpi=110)
-        plt.close(fig)
-        self.figures.append(_Figure(name, title, caption))
+        self.figures.append(save(fig, self.out, name.removesuffix(".png"), title, caption))
 
     def _colour(self, key: str, index: int) -> Any:
         task = key.rsplit("/", 1)[-1]
         if task in self.colours:
             return self.colours[task]
-        return _pyplot().get_cmap("tab10")(index % 10)
+        return matplotlib.colormaps["tab10"](index % 10)
 
     def _step_lines(self, prefix: str) -> list[tuple[str, _Series]]:
         out = []
@@ -274,8 +228,8 @@ class _Report:
         if not lines or all(s.y.size == 0 for _, s in lines):
             self.skipped.append(f"{title}: no `{prefix}*` values in `steps.jsonl`.")
             return
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(8.5, 4.6), layout="constrained")
+        fig = new_figure(8.5, 4.6)
+        ax = fig.subplots()
         windows = set()
         for i, (label, s) in enumerate(lines):
             windows.add(_draw(ax, s, label, self._colour(label, i)))
@@ -284,7 +238,7 @@ class _Report:
         if log is None:
             _log_scale_if_wide(ax, [s.y for _, s in lines])
         elif log:
-            _log_axis(ax, np.concatenate([s.y for _, s in lines]))
+            plain_log_axis(ax)
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -303,9 +257,9 @@ class _Report:
         if not step_lines and not epoch_lines:
             self.skipped.append("Task losses: no `loss/<task>` in `steps.jsonl` nor `train/loss/<task>` in `epochs.jsonl`.")
             return
-        plt = _pyplot()
         panels = [p for p in (("step", step_lines), ("epoch", epoch_lines)) if p[1]]
-        fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels) + 1.5, 4.6), layout="constrained", squeeze=False)
+        fig = new_figure(6.0 * len(panels) + 1.5, 4.6)
+        axes = fig.subplots(1, len(panels), squeeze=False)
         windows: set = set()
         for ax, (unit, lines) in zip(axes[0], panels):
             for i, (label, s) in enumerate(lines):
@@ -333,17 +287,17 @@ class _Report:
         if not found:
             self.skipped.append("Gradient geometry and FD: no `diag/gds`, `diag/gms`, `diag/fd` or `diag/cond` in `steps.jsonl`.")
             return
-        plt = _pyplot()
         cols = 2 if len(found) > 1 else 1
         rows = math.ceil(len(found) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.8 * rows), layout="constrained", squeeze=False)
+        fig = new_figure(6.2 * cols, 3.8 * rows)
+        axes = fig.subplots(rows, cols, squeeze=False)
         windows, dropped = set(), 0
         for ax, (key, title, ylabel, log, hline, s) in zip(axes.flat, found):
             windows.add(_draw(ax, s, key, "C0"))
             if hline is not None:
                 ax.axhline(hline, color="0.5", lw=0.8, ls="--")
             if log and s.y.size and (s.y > 0).all():
-                _log_axis(ax, s.y)
+                plain_log_axis(ax)
             ax.set_title(title + (f" ({s.dropped} inf not shown)" if s.dropped else ""), fontsize="medium")
             ax.set_xlabel("training step")
             ax.set_ylabel(ylabel)
@@ -367,10 +321,10 @@ class _Report:
         if not found:
             self.skipped.append("Validation metrics: no `val/<task>/<metric>` in `epochs.jsonl`.")
             return
-        plt = _pyplot()
         cols = min(3, len(found))
         rows = math.ceil(len(found) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols + 0.6, 3.2 * rows + 0.4), layout="constrained", squeeze=False)
+        fig = new_figure(4.4 * cols + 0.6, 3.2 * rows + 0.4)
+        axes = fig.subplots(rows, cols, squeeze=False)
         for ax, (key, s) in zip(axes.flat, found):
             _, task, metric = key.split("/", 2)
             _draw(ax, s, metric, self.colours.get(task, "C0"), smooth=False)
@@ -405,10 +359,9 @@ class _Report:
         if not groups:
             self.skipped.append("Power-law α per layer: no `alpha/encoder/*` or `alpha/head/*` in `epochs.jsonl`.")
             return
-        plt = _pyplot()
         widths = [max(2.6, 0.42 * len(layers) + 1.4) for layers in groups.values()]
-        fig, axes = plt.subplots(1, len(groups), figsize=(min(sum(widths) + 1.0, 22), 5.0), layout="constrained",
-                                 squeeze=False, width_ratios=widths)
+        fig = new_figure(min(sum(widths) + 1.0, 22), 5.0)
+        axes = fig.subplots(1, len(groups), squeeze=False, width_ratios=widths)
         first_epoch = min(s.x[0] for layers in groups.values() for _, s in layers)
         last_epoch = max(s.x[-1] for layers in groups.values() for _, s in layers)
         handles = None
@@ -417,7 +370,7 @@ class _Report:
             first = np.array([s.y[0] for _, s in layers])
             last = np.array([s.y[-1] for _, s in layers])
             pos = np.arange(len(names))
-            band = ax.axhspan(*_WELL_TRAINED, color="tab:green", alpha=0.15)
+            band = ax.axhspan(*WELL_TRAINED, color="tab:green", alpha=0.15)
             bars = ax.bar(pos, last, color=self._group_colour(group), alpha=0.85, width=0.7)
             ticks = ax.scatter(pos, first, marker="_", s=300, linewidths=2, color="k", zorder=3)
             handles = (band, bars, ticks)
@@ -428,8 +381,6 @@ class _Report:
             ax.set_title(group)
             ax.grid(axis="y", alpha=0.3, which="both")
         axes[0][0].set_ylabel("power-law α")
-        from matplotlib.patches import Patch
-
         handles = (handles[0], Patch(facecolor="0.55", alpha=0.85), handles[2])
         fig.legend(handles, ["α ∈ [2, 4] (well trained)", f"epoch {last_epoch:g} (last, bars)",
                              f"epoch {first_epoch:g} (first, ticks)"],
@@ -445,13 +396,13 @@ class _Report:
         if not groups or all(s.y.size < 2 for layers in groups.values() for _, s in layers):
             self.skipped.append("α per layer over epochs: fewer than two epochs of `alpha/*` values.")
             return
-        plt = _pyplot()
         cols = min(2, len(groups))
         rows = math.ceil(len(groups) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(6.8 * cols, 3.9 * rows), layout="constrained", squeeze=False)
-        cmap = plt.get_cmap("viridis")
+        fig = new_figure(6.8 * cols, 3.9 * rows)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        cmap = matplotlib.colormaps["viridis"]
         for ax, (group, layers) in zip(axes.flat, groups.items()):
-            ax.axhspan(*_WELL_TRAINED, color="tab:green", alpha=0.15)
+            ax.axhspan(*WELL_TRAINED, color="tab:green", alpha=0.15)
             for i, (name, s) in enumerate(layers):
                 colour = cmap(i / max(1, len(layers) - 1) * 0.9)
                 ax.plot(s.x, s.y, color=colour, lw=1.5, marker="o" if s.y.size <= 30 else None, ms=3, label=name)
@@ -474,9 +425,9 @@ class _Report:
         if not found:
             self.skipped.append("Mean power-law α: no `alpha/encoder_mean` or `alpha/head_mean/*` in `epochs.jsonl`.")
             return
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(8.0, 4.4), layout="constrained")
-        ax.axhspan(*_WELL_TRAINED, color="tab:green", alpha=0.12, label="α ∈ [2, 4]")
+        fig = new_figure(8.0, 4.4)
+        ax = fig.subplots()
+        ax.axhspan(*WELL_TRAINED, color="tab:green", alpha=0.12, label="α ∈ [2, 4]")
         for i, (key, s) in enumerate(found):
             if key == "alpha/encoder_mean":
                 _draw(ax, s, "encoder", "k", smooth=False)
@@ -560,12 +511,6 @@ def _first(rows: Sequence[dict[str, Any]], key: str) -> float | None:
     return None
 
 
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return lines
-
-
 def _markdown(report: _Report) -> str:
     run = report.run
     cfg = run.config
@@ -575,7 +520,7 @@ def _markdown(report: _Report) -> str:
     settings = [(k, cfg[k]) for k in ("benchmark", "method", "level", "regularizer", "loss_transform", "seed",
                                       "epochs", "batch_size", "lr", "diagnostics_every") if cfg.get(k) is not None]
     if run.tasks:
-        settings.insert(2 if len(settings) >= 2 else len(settings), ("tasks", ", ".join(run.tasks)))
+        settings.insert(min(2, len(settings)), ("tasks", ", ".join(run.tasks)))
     step_numbers = [s for r in run.steps if (s := _as_float(r.get("step"))) is not None]
     logged = f"{len(run.steps)} step lines"
     if step_numbers:
@@ -584,7 +529,7 @@ def _markdown(report: _Report) -> str:
     levels = sorted({str(r["diag/level"]) for r in run.steps if "diag/level" in r})
     if levels:
         settings.append(("diagnostics level", ", ".join(levels)))
-    out += ["## Summary", ""] + _table(["setting", "value"], [[k, _fmt(v)] for k, v in settings]) + [""]
+    out += ["## Summary", ""] + markdown_table(["setting", "value"], [[k, _fmt(v)] for k, v in settings]) + [""]
 
     frac = f"mean over the last {int(_LAST_FRACTION * 100)}% of logged steps"
     if run.tasks:
@@ -596,7 +541,7 @@ def _markdown(report: _Report) -> str:
                          _fmt(_tail_mean(run.steps, f"diag/norm/{t}")), _fmt(_tail_mean(run.steps, f"diag/cos/{t}")),
                          _fmt(_last(run.epochs, f"alpha/head_mean/{t}")), vals])
         out += [f"Per task (last epoch; weight, gradient norm and cosine: {frac}):", ""]
-        out += _table(["task", "train loss", "weight", "grad norm", "cos to update", "head mean α", "validation"], body)
+        out += markdown_table(["task", "train loss", "weight", "grad norm", "cos to update", "head mean α", "validation"], body)
         out.append("")
 
     measures = [("GDS", "diag/gds"), ("GMS", "diag/gms"), ("FD", "diag/fd"), ("κ(J)", "diag/cond")]
@@ -607,13 +552,13 @@ def _markdown(report: _Report) -> str:
                      _fmt(_last(run.epochs, "alpha/encoder_mean"))])
     if body:
         out += ["Diagnostics (first logged value; end of training: " + frac + ", or last epoch for α):", ""]
-        out += _table(["measure", "first", "end"], body) + [""]
+        out += markdown_table(["measure", "first", "end"], body) + [""]
 
     if run.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in run.notes] + [""]
     out += ["## Plots", ""]
     for fig in report.figures:
-        out += [f"### {fig.title}", "", f"![{fig.title}]({fig.name})", "", f"*{fig.caption}*", ""]
+        out += [f"### {fig.title}", "", f"![{fig.title}]({fig.png.name})", "", f"*{fig.caption}*", ""]
     if report.skipped:
         out += ["### Not plotted", ""] + [f"- {s}" for s in report.skipped] + [""]
     return "\n".join(out)
@@ -625,7 +570,8 @@ def write_report(run_dir: str | Path) -> Path:
     out_dir = run.run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     report = _Report(run, out_dir)
-    report.build()
+    with style():
+        report.build()
     path = out_dir / "report.md"
     path.write_text(_markdown(report))
     return path

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -60,3 +61,19 @@ def delta_p(
         metric=sum(all_values) / len(all_values),
         per_metric=per_metric,
     )
+
+
+def delta_p_or_reason(
+    multi_task: Scores, baseline: Scores, lower_is_better: Mapping[str, Mapping[str, bool]]
+) -> tuple[Improvement | None, str | None]:
+    """:func:`delta_p`, or ``(None, reason)`` when it is undefined: a baseline metric is 0 (a
+    smoke run's single-task accuracy, say) or a value is not finite. Meant for the end of a
+    finished run and for tables, where "n/a" with the reason beats an exception."""
+    zero = [f"{t}/{m}" for t, ms in baseline.items() for m, v in ms.items() if v == 0]
+    if zero:
+        return None, f"single-task baseline {', '.join(zero)} is 0, so the relative change (Δp) is undefined"
+    bad = [f"{t}/{m}" for scores in (multi_task, baseline) for t, ms in scores.items()
+           for m, v in ms.items() if not math.isfinite(v)]
+    if bad:
+        return None, f"non-finite metric(s) {', '.join(sorted(set(bad)))}, so Δp is undefined"
+    return delta_p(multi_task, baseline, lower_is_better), None

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repmtl.train.runfolder import default_run_name
+
 #: informational keys written into config.json beside the fields (ignored when read back)
 DERIVED_KEYS = {"tasks"}
 
@@ -60,10 +62,8 @@ class TrainConfig:
         return cls(**data)
 
     def run_name(self) -> str:
-        """The run folder's name; set (or checked) by :func:`repmtl.train.resolve.resolve`."""
-        if self.name is None:
-            raise ValueError("this config is not resolved: call repmtl.train.resolve.resolve(config) first")
-        return self.name
+        """The run folder's name: ``name``, else :func:`~repmtl.train.runfolder.default_run_name`."""
+        return self.name if self.name is not None else default_run_name(self)
 
     def run_dir(self) -> Path:
         return Path(self.out) / self.benchmark / self.run_name()

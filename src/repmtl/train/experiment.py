@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from repmtl.data import get_benchmark
-from repmtl.metrics.improvement import Improvement, delta_p
+from repmtl.metrics.improvement import Improvement, delta_p_or_reason
 from repmtl.train.config import TrainConfig
 from repmtl.train.resolve import build_options, resolve
 from repmtl.train.runfolder import State, check_writable, folder_state, plan_start
@@ -83,7 +83,11 @@ def run_experiment(
     stl = {t: ensure_baseline(config, t, console) for t in task_names} if baselines else {}
     baseline_val = {t: r.val[t] for t, r in stl.items()} if stl else None
     run = train(config, resume=resume, overwrite=overwrite, baseline_val=baseline_val, console=console)
-    improvement = delta_p(run.test, {t: r.test[t] for t, r in stl.items()}, run.lower_is_better) if stl else None
+    improvement = None
+    if stl:
+        improvement, reason = delta_p_or_reason(run.test, {t: r.test[t] for t, r in stl.items()}, run.lower_is_better)
+        if reason:
+            console.print(f"[yellow]warning:[/] {reason}: Δp is n/a for {run.run_dir}")
     result = ExperimentResult(run, stl, improvement)
     write_json_atomic(run.run_dir / "results.json", {**run.to_dict(), **_comparison(result)})
     return result
@@ -121,60 +125,10 @@ def results_table(result: ExperimentResult) -> Table:
             if imp:
                 row.append(f"{imp.per_metric[task][metric]:+.2f}")
             table.add_row(*row)
-    if imp:
-        blanks = [""] * (2 if result.baselines else 1)
+    if result.baselines:
+        blanks = [""] * (2 if imp else 1)  # the Δ column exists only with Δp
         table.add_section()
-        table.add_row("Δp_task %", *blanks, f"{imp.task:+.2f}")
-        table.add_row("Δp_metric %", *blanks, f"{imp.metric:+.2f}")
-        table.add_row("Δm % (↓)", *blanks, f"{imp.delta_m:+.2f}")
-    return table
-
-
-def load_experiment(run_dir: Path) -> ExperimentResult:
-    """A finished run with its cached single-task baselines (if they exist) and Δp."""
-    run = RunResult.load(run_dir)
-    if run.config.single_task:
-        return ExperimentResult(run, {}, None)
-    baselines = {}
-    for task in run.tasks:
-        stl_dir = single_task_config(run.config, task).run_dir()
-        if (stl_dir / "results.json").exists():
-            baselines[task] = RunResult.load(stl_dir)
-    if set(baselines) != set(run.tasks):
-        return ExperimentResult(run, {}, None)
-    improvement = delta_p(run.test, {t: r.test[t] for t, r in baselines.items()}, run.lower_is_better)
-    return ExperimentResult(run, baselines, improvement)
-
-
-def comparison_table(results: list[ExperimentResult]) -> Table:
-    """Several runs of one benchmark side by side: test metrics, then Δp against STL."""
-    if not results:
-        raise ValueError("nothing to compare")
-    benchmarks = {r.run.config.benchmark for r in results}
-    if len(benchmarks) != 1:
-        raise ValueError(f"runs come from different benchmarks: {sorted(benchmarks)}")
-    first = results[0].run
-    for other in results[1:]:
-        if other.run.tasks != first.tasks:
-            raise ValueError(f"runs have different tasks: {first.tasks} vs {other.run.tasks}")
-    with_stl = next((r for r in results if r.baselines), None)
-    table = Table(title=f"{first.config.benchmark}: test metrics at the epochs selected on validation")
-    table.add_column("task / metric")
-    if with_stl:
-        table.add_column("STL", justify="right")
-    for r in results:
-        table.add_column(r.run.run_dir.name, justify="right")
-    for task in first.tasks:
-        for metric in first.test[task]:
-            arrow = "↓" if first.lower_is_better[task][metric] else "↑"
-            row = [f"{task} / {metric} {arrow}"]
-            if with_stl:
-                row.append(f"{with_stl.baseline_test[task][metric]:.4g}")
-            row += [f"{r.run.test[task][metric]:.4g}" for r in results]
-            table.add_row(*row)
-    table.add_section()
-    blank = [""] if with_stl else []
-    table.add_row("Δp_task %", *blank, *(f"{r.improvement.task:+.2f}" if r.improvement else "n/a" for r in results))
-    table.add_row("Δp_metric %", *blank, *(f"{r.improvement.metric:+.2f}" if r.improvement else "n/a" for r in results))
-    table.add_row("Δm % (↓)", *blank, *(f"{r.improvement.delta_m:+.2f}" if r.improvement else "n/a" for r in results))
+        table.add_row("Δp_task %", *blanks, f"{imp.task:+.2f}" if imp else "n/a")
+        table.add_row("Δp_metric %", *blanks, f"{imp.metric:+.2f}" if imp else "n/a")
+        table.add_row("Δm % (↓)", *blanks, f"{imp.delta_m:+.2f}" if imp else "n/a")
     return table

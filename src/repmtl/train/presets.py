@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from repmtl.train.config import TrainConfig
+if TYPE_CHECKING:
+    from repmtl.train.config import TrainConfig
 
 #: preset name -> (description, config fields it sets)
 PRESETS: dict[str, tuple[str, dict[str, object]]] = {

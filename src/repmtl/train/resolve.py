@@ -19,10 +19,10 @@ from repmtl import methods as M
 from repmtl import regularizers as R
 from repmtl.benchmarks import Benchmark, BuildOptions
 from repmtl.data import get_benchmark
-from repmtl.hparams import declared, validate
+from repmtl.hparams import validate
 from repmtl.train.config import TrainConfig
 from repmtl.train.presets import resolve_presets
-from repmtl.train.runfolder import check_run_name, name_part
+from repmtl.train.runfolder import check_run_name, default_run_name
 
 
 def build_options(config: TrainConfig) -> BuildOptions:
@@ -69,31 +69,6 @@ def resolve(config: TrainConfig) -> TrainConfig:
         encoder=config.encoder or (bench.encoders[0] if bench.encoders else None),
         method_args=validate(f"method {method.name!r}", type(method), config.method_args),
     )
-
-
-def default_run_name(config: TrainConfig) -> str:
-    """``stl-<task>-seed<s>``, or ``<method>[+<regularizer>][-<lev>][-<arg>=<value>…]-seed<s>`` with
-    every method and regularizer argument that differs from its default."""
-    if config.single_task:
-        return check_run_name(f"stl-{config.single_task}-seed{config.seed}")
-    head = config.method + (f"+{config.regularizer}" if config.regularizer else "")
-    parts = [head]
-    if config.level:
-        parts.append(config.level[:3])
-    parts += _changed(M.lookup(config.method), config.method_args, f"method {config.method!r}")
-    if config.regularizer:
-        parts += _changed(R.lookup(config.regularizer), config.regularizer_args, f"regularizer {config.regularizer!r}")
-    return check_run_name("-".join(parts) + f"-seed{config.seed}")
-
-
-def _changed(cls: type, given: dict, owner: str) -> list[str]:
-    values = validate(owner, cls, given)
-    params = declared(cls)
-    return [f"{k}={name_part(v)}" for k, v in sorted(values.items()) if _normal(v) != _normal(params[k].default)]
-
-
-def _normal(value: object) -> object:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _check_numbers(config: TrainConfig) -> None:

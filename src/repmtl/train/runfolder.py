@@ -12,7 +12,15 @@ import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from repmtl import methods as M
+from repmtl import regularizers as R
+from repmtl.hparams import declared, validate
+from repmtl.train.presets import resolve_presets
+
+if TYPE_CHECKING:
+    from repmtl.train.config import TrainConfig
 
 #: characters a run name may hold (no separators, so a name can never leave the output folder)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,=+:@-]*")
@@ -45,6 +53,33 @@ def name_part(value: object) -> str:
     else:
         text = str(value)
     return re.sub(r"[^A-Za-z0-9._,=+:@-]", "_", text)
+
+
+def default_run_name(config: TrainConfig) -> str:
+    """``stl-<task>-seed<s>``, or ``<method>[+<regularizer>][-<lev>][-<arg>=<value>…]-seed<s>`` with
+    every method and regularizer argument that differs from its default (method presets such as
+    ``repmtl`` expanded first, so a config is named the same before and after it is resolved)."""
+    config = resolve_presets(config)
+    if config.single_task:
+        return check_run_name(f"stl-{config.single_task}-seed{config.seed}")
+    head = config.method + (f"+{config.regularizer}" if config.regularizer else "")
+    parts = [head]
+    if config.level:
+        parts.append(config.level[:3])
+    parts += _changed(M.lookup(config.method), config.method_args, f"method {config.method!r}")
+    if config.regularizer:
+        parts += _changed(R.lookup(config.regularizer), config.regularizer_args, f"regularizer {config.regularizer!r}")
+    return check_run_name("-".join(parts) + f"-seed{config.seed}")
+
+
+def _changed(cls: type, given: dict, owner: str) -> list[str]:
+    values = validate(owner, cls, given)
+    params = declared(cls)
+    return [f"{k}={name_part(v)}" for k, v in sorted(values.items()) if _normal(v) != _normal(params[k].default)]
+
+
+def _normal(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
 
 
 class State(Enum):

@@ -1,0 +1,161 @@
+"""Data quality and quantity (Guo et al., "Revisit the Imbalance Optimization in Multi-task
+Learning", Table V): how label noise on one task, or less training data, changes single-task
+and multi-task learning.
+
+Recipe, per benchmark ``B``: the ``perturbed-B`` benchmark (:mod:`repmtl.data.perturbed`) under
+several data *conditions*: clean; label noise on each task in turn (:data:`NOISE` per kind:
+symmetric label noise for classification, up to five present classes relabelled per sample for
+segmentation, Gaussian noise for depth and normals); and training subsets (:data:`FRACTIONS`).
+Each condition trains EW and, as the sweep's single-task baselines, one STL model per task,
+so single- and multi-task learning see the same data.
+
+Analysis, per benchmark and condition, for each task's primary metric (means over seeds):
+
+* ``STL Δ`` and ``MTL Δ``: the relative change ``(−1)^σ (M_c − M_clean) / |M_clean| × 100``
+  against the clean condition's single-task / multi-task result (positive: better);
+* ``MTL vs STL``: the multi-task result against the single-task one of the same condition,
+  the same relative change (Δp of that task).
+
+Whole scenes or sources as subsets (Guo et al.'s NYUv2 scenes, Office domains) are not part
+of this recipe; ``fraction_task`` restricts a subset to one task's data on multi-input benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from repmtl.benchmarks import BuildOptions
+from repmtl.data import get_benchmark
+from repmtl.data.perturbed import OPTIONS
+from repmtl.experiments.aggregate import Comparison, Setting, summarize
+from repmtl.experiments.runs import RunRecord
+from repmtl.experiments.studies.base import (
+    Budget,
+    StudyOutput,
+    StudyTable,
+    fmt,
+    header,
+    toml_value,
+)
+
+__all__ = ["FRACTIONS", "NOISE", "analyse", "recipe"]
+
+#: noise per target kind (classification / segmentation: a rate; depth / normals: a std)
+NOISE = {"segmentation": 0.5, "classification": 0.5, "depth": 0.5, "normal": 0.5}
+FRACTIONS = (0.5, 0.25)
+METHOD = "ew"
+
+
+def _kind(task: str) -> str:
+    """The noise kind of a task: dense tasks by name, every other task is a class label
+    (multidigits, Office)."""
+    return task if task in NOISE else "classification"
+
+
+def recipe(benchmarks: Sequence[str], seeds: Sequence[int], budget: Budget) -> str:
+    text = header("data", "Data quality and quantity",
+                  "Guo et al., Revisit the Imbalance Optimization in Multi-task Learning, Table V", [], seeds)
+    entries = []
+    for benchmark in benchmarks:
+        name = f"perturbed-{benchmark}"
+        tasks = [t.name for t in get_benchmark(name).tasks(BuildOptions())]
+        conditions: list[dict[str, Any]] = [{}]
+        conditions += [{"noise_task": t, "noise": NOISE[_kind(t)]} for t in tasks]
+        conditions += [{"fraction": f} for f in FRACTIONS]
+        entries += [f"  {{ name = {toml_value(name)}, options = {toml_value(c)} }},\n" if c else
+                    f"  {{ name = {toml_value(name)} }},\n" for c in conditions]
+    text = text.replace("benchmarks = []\n", "benchmarks = [\n" + "".join(entries) + "]\n")
+    return text + "\n" + budget.train_table() + f'\n[[methods]]\nname = "{METHOD}"\n'
+
+
+def _condition(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (options or {}).items() if k in OPTIONS}
+
+
+def _condition_label(condition: Mapping[str, Any]) -> str:
+    if not condition:
+        return "clean, all data"
+    parts = []
+    if "noise_task" in condition:
+        parts.append(f"noise on {condition['noise_task']} ({condition.get('noise')})")
+    if "fraction" in condition:
+        parts.append(f"{float(condition['fraction']):g} of the training data"
+                     + (f" of {condition['fraction_task']}" if "fraction_task" in condition else ""))
+    return ", ".join(parts)
+
+
+def _key(options: Mapping[str, Any] | None) -> str:
+    return json.dumps(_condition(options), sort_keys=True)
+
+
+def _change(value: float | None, reference: float | None, lower: bool) -> float | None:
+    if value is None or reference is None or reference == 0:
+        return None
+    return (-1.0 if lower else 1.0) * (value - reference) / abs(reference) * 100.0
+
+
+def _mean(setting: Setting | None, task: str, metric: str) -> float | None:
+    if setting is None:
+        return None
+    stat = setting.metrics.get(task, {}).get(metric)
+    return stat.mean if stat else None
+
+
+def _benchmark(comparison: Comparison, output: StudyOutput) -> None:
+    bench = get_benchmark(comparison.benchmark)
+    primary = {t.name: (t.primary, t.lower_is_better[t.primary]) for t in bench.tasks(BuildOptions())}
+    tasks = [t for t in comparison.tasks if t in primary]
+    mtl: dict[str, Setting] = {}
+    for setting in comparison.settings:
+        if setting.config.get("method") == METHOD and not setting.config.get("regularizer"):
+            mtl.setdefault(_key(setting.config.get("options")), setting)
+    stl: dict[str, dict[str, Setting]] = {}  # condition -> task -> baseline row
+    for row in comparison.baselines:
+        for task in row.metrics:
+            stl.setdefault(_key(row.config.get("options")), {})[task] = row
+    conditions = sorted(set(mtl) | set(stl), key=lambda c: (c != "{}", c))
+    clean = "{}"
+    if clean not in conditions:
+        output.warnings.append(f"{comparison.benchmark}: no clean, full-data runs; changes are n/a")
+    rows, data, series = [], [], {}
+    for condition in conditions:
+        label = _condition_label(json.loads(condition))
+        cells, record = [label], {"benchmark": comparison.benchmark, "condition": label}
+        for task in tasks:
+            metric, lower = primary[task]
+            s_c, s_0 = _mean(stl.get(condition, {}).get(task), task, metric), _mean(stl.get(clean, {}).get(task), task, metric)
+            m_c, m_0 = _mean(mtl.get(condition), task, metric), _mean(mtl.get(clean), task, metric)
+            values = {"stl_change": _change(s_c, s_0, lower), "mtl_change": _change(m_c, m_0, lower),
+                      "mtl_vs_stl": _change(m_c, s_c, lower)}
+            cells += [fmt(v, signed=True) for v in values.values()]
+            record.update({f"{task}/{metric}": m_c, f"{task}/{metric}_stl": s_c,
+                           **{f"{task}_{k}": v for k, v in values.items()}})
+            series.setdefault(f"{task} STL", []).append(values["stl_change"])
+            series.setdefault(f"{task} MTL", []).append(values["mtl_change"])
+        rows.append(cells)
+        data.append(record)
+    headers = ["condition"] + [f"{t} {primary[t][0]} {h}" for t in tasks for h in ("STL Δ %", "MTL Δ %", "MTL vs STL %")]
+    seeds = sorted({len(s.runs) for s in mtl.values()})
+    output.tables.append(StudyTable(
+        f"{comparison.benchmark}: single- and multi-task learning under each data condition", headers, rows, data,
+        [("STL Δ / MTL Δ: relative change of the task's primary test metric against the clean, full-data run of the "
+          "same kind; MTL vs STL: EW against the single-task model of the same condition; positive: better; means "
+          f"over seeds ({seeds} per condition)."),
+         "Noise and subsets apply to the training split only; validation and test data are clean."]))
+    output.plot_data.setdefault("panels", []).append({
+        "title": comparison.benchmark, "conditions": [r[0] for r in rows[1:]] if clean in conditions else
+        [r[0] for r in rows], "series": {k: (v[1:] if clean in conditions else v) for k, v in series.items()}})
+
+
+def analyse(records: Sequence[RunRecord]) -> StudyOutput:
+    output = StudyOutput()
+    for comparison in summarize(records):
+        output.warnings += comparison.warnings
+        if not comparison.benchmark.startswith("perturbed-"):
+            output.warnings.append(f"{comparison.benchmark}: not a perturbed- benchmark; skipped")
+            continue
+        _benchmark(comparison, output)
+    return output
+
