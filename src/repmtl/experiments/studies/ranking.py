@@ -1,5 +1,6 @@
 """Ranking similarity between gradient diagnostics and task performance (Mao et al.,
-"Rethinking Resource Competition in Multi-Task Learning", Tables 2 and 6; Table 7, the top-down variant, is not covered).
+"Rethinking Resource Competition in Multi-Task Learning", Tables 2 and 6; Table 7, the
+top-down variant, is not covered).
 
 Recipe: many optimisation methods (loss weighting and gradient manipulation) on the same
 budget, every run logging its diagnostics at the representation level, so that every method
