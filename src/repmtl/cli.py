@@ -7,7 +7,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -70,29 +70,29 @@ def _parse_diagnostics(spec: str | None) -> tuple[int | None, str]:
 def train(
     benchmark: Annotated[str, typer.Option(help="Benchmark preset (see `repmtl benchmarks`).")] = "multidigits",
     method: Annotated[str, typer.Option(help="Method name (see `repmtl methods`).")] = "ew",
-    method_arg: Annotated[list[str] | None, typer.Option("--method-arg", help="Method hyper-parameter key=value (repeatable).")] = None,
-    level: Annotated[str | None, typer.Option(help="Gradient level: parameters | representation (default: the method's).")] = None,
-    regularizer: Annotated[str | None, typer.Option(help="Regularizer name, e.g. repmtl.")] = None,
-    regularizer_arg: Annotated[list[str] | None, typer.Option("--regularizer-arg", help="Regularizer hyper-parameter key=value (repeatable).")] = None,
-    lambda_tsr: Annotated[float | None, typer.Option(help="Rep-MTL: TSR strength λ_tsr (default 0.9).")] = None,
-    lambda_csa: Annotated[float | None, typer.Option(help="Rep-MTL: CSA strength λ_csa (default 0.9).")] = None,
-    tau: Annotated[float | None, typer.Option(help="Rep-MTL: CSA temperature τ (default 0.1).")] = None,
-    loss_transform: Annotated[str | None, typer.Option(help="none | log (default: the method's; log for Rep-MTL).")] = None,
-    single_task: Annotated[str | None, typer.Option(help="Train one single-task baseline for this task only.")] = None,
+    method_arg: Annotated[Optional[list[str]], typer.Option("--method-arg", help="Method hyper-parameter key=value (repeatable).")] = None,
+    level: Annotated[Optional[str], typer.Option(help="Gradient level: parameters | representation (default: the method's).")] = None,
+    regularizer: Annotated[Optional[str], typer.Option(help="Regularizer name, e.g. repmtl.")] = None,
+    regularizer_arg: Annotated[Optional[list[str]], typer.Option("--regularizer-arg", help="Regularizer hyper-parameter key=value (repeatable).")] = None,
+    lambda_tsr: Annotated[Optional[float], typer.Option(help="Rep-MTL: TSR strength λ_tsr (default 0.9).")] = None,
+    lambda_csa: Annotated[Optional[float], typer.Option(help="Rep-MTL: CSA strength λ_csa (default 0.9).")] = None,
+    tau: Annotated[Optional[float], typer.Option(help="Rep-MTL: CSA temperature τ (default 0.1).")] = None,
+    loss_transform: Annotated[Optional[str], typer.Option(help="none | log (default: the method's; log for Rep-MTL).")] = None,
+    single_task: Annotated[Optional[str], typer.Option(help="Train one single-task baseline for this task only.")] = None,
     seed: int = 0,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the benchmark's).")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Cap on steps per epoch (smoke runs).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the benchmark's).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the benchmark's).")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default: the benchmark's).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the benchmark's).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Cap on steps per epoch (smoke runs).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: the benchmark's).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: the benchmark's).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (default: the benchmark's).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder holding all runs.")] = Path("runs"),
-    name: Annotated[str | None, typer.Option(help="Run folder name (default: from method, level and seed).")] = None,
-    data_root: Annotated[Path | None, typer.Option(help="Dataset folder (NYUv2, Cityscapes, ...).")] = None,
-    encoder: Annotated[str | None, typer.Option(help="Encoder, e.g. resnet50 | resnet18.")] = None,
-    pretrained: Annotated[Path | None, typer.Option(help="Local ImageNet weights file for the encoder.")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", help="Benchmark option KEY=VALUE (repeatable), e.g. classes=19.")] = None,
-    diagnostics: Annotated[str | None, typer.Option(help="Log imbalance diagnostics every=N steps (and power-law α per epoch); ,level=representation measures every method alike.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run folder name (default: from method, level and seed).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Dataset folder (NYUv2, Cityscapes, ...).")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder, e.g. resnet50 | resnet18.")] = None,
+    pretrained: Annotated[Optional[Path], typer.Option(help="Local ImageNet weights file for the encoder.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="Benchmark option KEY=VALUE (repeatable), e.g. classes=19.")] = None,
+    diagnostics: Annotated[Optional[str], typer.Option(help="Log imbalance diagnostics every=N steps (and power-law α per epoch); ,level=representation measures every method alike.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in the output folder.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start again even if the run folder holds a run.")] = False,
     baseline: Annotated[bool, typer.Option(help="Train/reuse single-task baselines and report Δp.")] = True,

@@ -95,15 +95,18 @@ def compare(
 
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<benchmark>/<run>).")]) -> None:
     """Write plots (training dynamics, diagnostics, power-law α) and a Markdown summary of a run."""
-    from repmtl.experiments.extras import MissingExtraError
+    from repmtl.experiments.extras import missing_plots
 
     if not (run_dir / "steps.jsonl").exists() and not (run_dir / "epochs.jsonl").exists():
         err.print(f"[red]error:[/] {run_dir} holds no run logs (steps.jsonl / epochs.jsonl)")
         raise typer.Exit(2)
     try:
         from repmtl.experiments.report import write_report
-    except MissingExtraError as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except ImportError as exc:
+        reason = missing_plots(exc)
+        if reason is None:
+            raise
+        err.print(f"[red]error:[/] {reason}")
         raise typer.Exit(2) from exc
     path = write_report(run_dir)
     out.print(f"report written to {path}")

@@ -53,7 +53,8 @@ def _grouped_bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float
     for i, (label, values) in enumerate(series.items()):
         heights = [np.nan if v is None else v for v in values]
         ax.bar(x - 0.4 + width * (i + 0.5), heights, width * 0.92, color=colours[label], label=label)
-    ax.set_xticks(x, groups, rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+    rotate = len(groups) > 4 or max(len(g) for g in groups) * len(groups) > 48  # labels that would collide
+    ax.set_xticks(x, groups, rotation=25 if rotate else 0, ha="right" if rotate else "center")
     ax.axhline(0, color="0.2", lw=0.9)
     ax.grid(axis="x", visible=False)
 

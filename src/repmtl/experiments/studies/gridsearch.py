@@ -123,13 +123,14 @@ def _benchmark(comparison: Comparison, index: BaselineIndex, output: StudyOutput
     avg_weights = None
     for setting in comparison.settings:
         method = setting.config.get("method")
+        val = _val_delta(setting, index, output.warnings)
         if method == "fixed":
-            rows.append(_Row(setting, "grid", _weights(setting, tasks), _val_delta(setting, index, output.warnings)))
+            rows.append(_Row(setting, "grid", _weights(setting, tasks), val))
         elif method == "avgnorm":
             avg_weights = _avgnorm_weights(setting, tasks)
-            rows.append(_Row(setting, "avgnorm", avg_weights))
+            rows.append(_Row(setting, "avgnorm", avg_weights, val))
         else:
-            rows.append(_Row(setting, "ew" if method == "ew" else "dynamic"))
+            rows.append(_Row(setting, "ew" if method == "ew" else "dynamic", None, val))
     if avg_weights is not None:
         for row in rows:
             if row.kind == "grid" and row.weights and _close(row.weights, _rounded(avg_weights)):
