@@ -127,3 +127,22 @@ def test_task_inputs_give_each_tasks_own_head_gradient(vectorize):
             torch.testing.assert_close(g, expected)
     with pytest.raises(ValueError, match="task_inputs for 1 tasks"):
         G.task_jacobian(terms, list(model.shared_parameters()), task_inputs=heads[:1])
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_keep_graph_false_frees_the_graph_in_the_last_pass(vectorize):
+    model = tiny_model(2)
+    torch.manual_seed(0)
+    _, losses = tiny_losses(model, torch.randn(3, 1, 5, 5, dtype=torch.float64))
+    terms = list(losses.values())
+    params = list(model.shared_parameters())
+    jac = G.task_jacobian(terms, params, vectorize=vectorize, keep_graph=False)
+    torch.testing.assert_close(jac.matrix(), _manual_jacobian_after_rebuild(model))
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        terms[0].backward()
+
+
+def _manual_jacobian_after_rebuild(model):
+    torch.manual_seed(0)
+    _, losses = tiny_losses(model, torch.randn(3, 1, 5, 5, dtype=torch.float64))
+    return _manual_jacobian(list(losses.values()), list(model.shared_parameters()))

@@ -113,7 +113,7 @@ def _terms(losses: Losses) -> list[torch.Tensor]:
     return terms
 
 
-def _batched_grad(terms: list[torch.Tensor], inputs: Sequence[torch.Tensor], create_graph: bool):
+def _batched_grad(terms: list[torch.Tensor], inputs: Sequence[torch.Tensor], create_graph: bool, retain_graph: bool = True):
     """All ``T`` rows of the task Jacobian w.r.t. ``inputs`` from one ``vmap`` backward."""
     eye = torch.eye(len(terms), dtype=terms[0].dtype, device=terms[0].device)
     return torch.autograd.grad(
@@ -121,7 +121,7 @@ def _batched_grad(terms: list[torch.Tensor], inputs: Sequence[torch.Tensor], cre
         inputs,
         grad_outputs=[eye[t].reshape(len(terms), *terms[t].shape) for t in range(len(terms))],
         is_grads_batched=True,
-        retain_graph=True,
+        retain_graph=retain_graph,
         create_graph=create_graph,
         allow_unused=True,
     )
@@ -224,12 +224,16 @@ def task_jacobian(
     create_graph: bool = False,
     vectorize: Vectorize = None,
     task_inputs: Sequence[Sequence[torch.Tensor]] | None = None,
+    keep_graph: bool = True,
 ) -> TaskJacobian:
     """The task Jacobian over ``params`` as a :class:`TaskJacobian` (graph kept).
 
     ``task_inputs[t]`` (optional): further tensors, typically task ``t``'s head parameters, whose
     gradient of ``L_t`` alone is wanted; the loop gets them from the same backward as ``J``'s
     row ``t`` (no further pass through the heads), ``vmap`` from one head-only pass per task.
+
+    ``keep_graph=False``: the last backward frees the graph's buffers as it runs (a lower peak,
+    as in a plain ``backward``), for callers that differentiate nothing through it afterwards.
 
     Loop: one backward per task, each writing its gradients straight into its row of a
     preallocated ``(T, d)`` buffer (peak: ``J`` plus one task's gradients). ``vmap``: one
@@ -245,21 +249,25 @@ def task_jacobian(
     if len(extra) != len(terms):
         raise ValueError(f"{len(terms)} losses but task_inputs for {len(extra)} tasks")
     if vectorize == "auto":
-        return _measured_jacobian(terms, params, create_graph, extra)
+        return _measured_jacobian(terms, params, create_graph, extra, keep_graph)
     if vectorize not in (None, True, False):
         raise ValueError(f"vectorize must be True, False, None or 'auto', got {vectorize!r}")
-    return _jacobian(terms, params, create_graph, jacobian_uses_vmap(vectorize, params), extra)
+    return _jacobian(terms, params, create_graph, jacobian_uses_vmap(vectorize, params), extra, keep_graph)
 
 
 def _measured_jacobian(
-    terms: list[torch.Tensor], params: list[torch.Tensor], create_graph: bool, extra: list[list[torch.Tensor]]
+    terms: list[torch.Tensor],
+    params: list[torch.Tensor],
+    create_graph: bool,
+    extra: list[list[torch.Tensor]],
+    keep_graph: bool,
 ) -> TaskJacobian:
     """``vectorize="auto"``: the first call for a model signature builds ``J`` both ways, timed
     (process CPU time on the CPU, synchronised wall time on accelerators), and keeps the faster."""
     device = params[0].device
     key = (str(device), str(_jacobian_dtype(params)), tuple(tuple(p.shape) for p in params), len(terms))
     if key in _MEASURED:
-        return _jacobian(terms, params, create_graph, _MEASURED[key], extra)
+        return _jacobian(terms, params, create_graph, _MEASURED[key], extra, keep_graph)
     clock = time.process_time if device.type == "cpu" else time.perf_counter
     timings: dict[bool, float] = {}
     result: dict[bool, TaskJacobian] = {}
@@ -267,7 +275,7 @@ def _measured_jacobian(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = clock()
-        result[vmap] = _jacobian(terms, params, create_graph, vmap, extra)
+        result[vmap] = _jacobian(terms, params, create_graph, vmap, extra, True)  # both paths need the graph
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings[vmap] = clock() - start
@@ -281,10 +289,11 @@ def _jacobian(
     create_graph: bool,
     vmap: bool,
     extra: list[list[torch.Tensor]],
+    keep_graph: bool = True,
 ) -> TaskJacobian:
     num_tasks = len(terms)
     if vmap:
-        grads = _batched_grad(terms, params, create_graph)
+        grads = _batched_grad(terms, params, create_graph, retain_graph=keep_graph or any(extra))
         blocks = [
             g if g is not None else p.new_zeros(num_tasks, *p.shape) for g, p in zip(grads, params, strict=True)
         ]
@@ -301,7 +310,8 @@ def _jacobian(
     task_grads = []
     for t, (term, inputs) in enumerate(zip(terms, extra, strict=True)):
         grads = torch.autograd.grad(
-            term, [*params, *inputs], retain_graph=True, create_graph=create_graph, allow_unused=True
+            term, [*params, *inputs], retain_graph=keep_graph or t < num_tasks - 1, create_graph=create_graph,
+            allow_unused=True,
         )
         for block, grad in zip(blocks, grads[: len(params)], strict=True):
             if grad is None:  # a parameter this loss does not reach

@@ -149,3 +149,12 @@ def test_cli_command_passes_its_options_through():
     assert result.exit_code == 0, result.output
     assert "### mlp, T = 2" in result.output and "| floor |" in result.output
     assert CliRunner().invoke(app, ["bench", "--workloads", "nope"]).exit_code == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("workload", "num_tasks"), [("resnet18", 2), ("nyuv2", 3)])
+def test_large_workloads_build_and_run_a_forward(workload, num_tasks):
+    problem = build_problem(workload, num_tasks, CPU, size=(32, 32) if workload == "resnet18" else (16, 24))
+    z, losses = problem.forward()
+    assert len(losses) == num_tasks and all(loss.ndim == 0 and torch.isfinite(loss) for loss in losses.values())
+    assert z.requires_grad

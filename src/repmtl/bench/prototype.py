@@ -49,7 +49,11 @@ def gramian_backward_jta(
     task_losses = torch.stack(terms)
     heads = [G.leaves_between([term], stop=[representation]) for term in terms]
     disjoint = len({id(p) for h in heads for p in h}) == sum(len(h) for h in heads)
-    jacobian = G.task_jacobian(terms, shared_params, vectorize=vectorize, task_inputs=heads if disjoint else None)
+    # Nothing is differentiated through the passes afterwards when the heads come from them: the
+    # last one may free the graph as it goes (as a plain backward does), which lowers the peak.
+    jacobian = G.task_jacobian(
+        terms, shared_params, vectorize=vectorize, task_inputs=heads if disjoint else None, keep_graph=not disjoint
+    )
     weights = method.weights(jacobian.gramian(), task_losses.detach())
     head_weights = method.head_weights(weights)
     head_part = (head_weights * task_losses).sum()
