@@ -146,3 +146,9 @@ def test_rep_mtl_regularises_the_pooled_representation():
     assert record.saliency.shape == (len(TASKS), 4, 8)
     assert set(record.penalties) and all(torch.isfinite(v) for v in record.penalties.values())
     assert model.encoder.conv.nn[2].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("build", [mpnn.complete_graphs, mpnn.padded_pairs])
+def test_bad_input_shapes_are_refused(build):
+    with pytest.raises(ValueError, match=r"expected atoms \(B, P\) and positions \(B, P, 3\)"):
+        build(torch.ones(2, 4, dtype=torch.int64), torch.zeros(2, 4, 2))
