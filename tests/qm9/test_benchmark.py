@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from repmtl.cli import app
-from repmtl.data import qm9
 from repmtl.benchmarks import BuildOptions
-from repmtl.data import available_benchmarks
+from repmtl.cli import app
+from repmtl.data import available_benchmarks, qm9
+from repmtl.metrics.improvement import delta_p
 from repmtl.train import TrainConfig, train
-from repmtl.train.experiment import run_experiment
+from repmtl.train.experiment import (
+    ExperimentResult,
+    results_table,
+    run_experiment,
+)
+from repmtl.train.trainer import RunResult
 from tests.qm9._fixtures import write_dataset
 
 needs_pyg = pytest.mark.skipif(importlib.util.find_spec("torch_geometric") is None,
@@ -65,6 +72,29 @@ def test_unknown_option_and_bad_value_are_clear_errors(tmp_path, csv_folder):
         train(TrainConfig(**base, options={**_options(tmp_path), "train_size": "12"}))
 
 
+def test_delta_m_is_the_mean_relative_error_increase_and_is_printed():
+    """Nash-MTL's Δm% (lower is better) on made-up MAEs, and its row in the results table."""
+    mtl = {"mu": {"mae": 0.6}, "alpha": {"mae": 2.0}, "homo": {"mae": 0.1}}
+    stl = {"mu": {"mae": 0.5}, "alpha": {"mae": 2.5}, "homo": {"mae": 0.1}}
+    directions = {t: {"mae": True} for t in mtl}
+    improvement = delta_p(mtl, stl, directions)
+    assert improvement.delta_m == pytest.approx((20.0 - 20.0 + 0.0) / 3)
+    mtl["homo"]["mae"] = 0.13
+    improvement = delta_p(mtl, stl, directions)
+    assert improvement.delta_m == pytest.approx((20.0 - 20.0 + 30.0) / 3) == -improvement.task
+
+    def run(scores, name):
+        return RunResult(run_dir=Path(name), config=TrainConfig(benchmark="qm9", name=name), tasks=tuple(mtl),
+                         best_epoch=0, val=scores, test=scores, lower_is_better=directions)
+
+    result = ExperimentResult(run(mtl, "mtl"), {t: run(stl, f"stl-{t}") for t in mtl}, improvement)
+    console = Console(width=200, record=True)
+    console.print(results_table(result))
+    text = console.export_text()
+    assert text.count("Δm % (↓)") == 1 and "+10.00" in text
+
+
+@pytest.mark.slow
 @needs_pyg
 def test_experiment_reports_delta_m_next_to_delta_p(tmp_path, csv_folder):
     config = TrainConfig(benchmark="qm9", data_root=str(csv_folder), options=_options(tmp_path), out=str(tmp_path),

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from repmtl import methods, regularizers
-from repmtl import backward
+from repmtl import backward, methods, regularizers
 from repmtl.model import MultiTaskModel
 from repmtl.nets import mpnn
 
@@ -146,3 +145,9 @@ def test_rep_mtl_regularises_the_pooled_representation():
     assert record.saliency.shape == (len(TASKS), 4, 8)
     assert set(record.penalties) and all(torch.isfinite(v) for v in record.penalties.values())
     assert model.encoder.conv.nn[2].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("build", [mpnn.complete_graphs, mpnn.padded_pairs])
+def test_bad_input_shapes_are_refused(build):
+    with pytest.raises(ValueError, match=r"expected atoms \(B, P\) and positions \(B, P, 3\)"):
+        build(torch.ones(2, 4, dtype=torch.int64), torch.zeros(2, 4, 2))

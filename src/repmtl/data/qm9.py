@@ -212,10 +212,16 @@ def _coordinates(text: str, count: int, where: str) -> list[float]:
     return values
 
 
-def _counted_lines(handle: Iterable[str], advance) -> Iterator[str]:
-    for line in handle:
-        advance(len(line))
+def _counted_lines(handle: Iterable[str], advance, every: int = 2000) -> Iterator[str]:
+    """Yield ``handle``'s lines, telling ``advance`` the characters read every ``every`` lines."""
+    pending = 0
+    for number, line in enumerate(handle, start=1):
+        pending += len(line)
+        if number % every == 0:
+            advance(pending)
+            pending = 0
         yield line
+    advance(pending)
 
 
 def parse_csv(path: Path, advance=lambda n: None) -> tuple[list[int], list[int], list[float], list[list[float]], list[int]]:

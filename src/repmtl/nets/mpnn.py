@@ -87,7 +87,16 @@ class PaddedPairs:
     counts: torch.Tensor
 
 
+def _check_padded(atoms: torch.Tensor, positions: torch.Tensor) -> None:
+    if atoms.dim() != 2 or positions.shape != (*atoms.shape, 3):
+        raise ValueError(
+            f"expected atoms (B, P) and positions (B, P, 3), got {tuple(atoms.shape)} and {tuple(positions.shape)}"
+        )
+
+
 def padded_pairs(atoms: torch.Tensor, positions: torch.Tensor) -> PaddedPairs:
+    """Padded molecules (as :func:`complete_graphs` takes them) -> their :class:`PaddedPairs`."""
+    _check_padded(atoms, positions)
     mask = atoms > 0
     width = atoms.shape[1]
     pairs = mask[:, :, None] & mask[:, None, :] & ~torch.eye(width, dtype=torch.bool, device=atoms.device)
@@ -114,10 +123,7 @@ def complete_graphs(atoms: torch.Tensor, positions: torch.Tensor) -> GraphBatch:
         atoms: ``(B, P)`` atomic numbers, ``0`` for padding (anywhere in the row).
         positions: ``(B, P, 3)`` coordinates in Å (padding rows ignored).
     """
-    if atoms.dim() != 2 or positions.shape != (*atoms.shape, 3):
-        raise ValueError(
-            f"expected atoms (B, P) and positions (B, P, 3), got {tuple(atoms.shape)} and {tuple(positions.shape)}"
-        )
+    _check_padded(atoms, positions)
     mask = atoms > 0
     batch_size, width = atoms.shape
     flat = torch.full_like(atoms, -1)
