@@ -2,7 +2,8 @@
 
 ``step_diagnostics(record)`` is what the trainer calls every ``N`` steps (with
 ``keep_saliency=True`` passed to ``backward`` on those steps); ``layer_alphas(model)`` once per
-epoch. Keys (the run-log layout read by :mod:`repmtl.experiments.report`):
+epoch. Keys (built from the run-log schema :mod:`repmtl.logkeys`, which
+:mod:`repmtl.experiments.report` reads them with):
 
 ===========================  =================================================================
 ``diag/level``               ``"parameters"`` or ``"representation"``: the level of ``K`` below
@@ -39,6 +40,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from repmtl import logkeys as K
 from repmtl.diagnostics.disentanglement import feature_disentanglement
 from repmtl.diagnostics.geometry import (
     condition_number,
@@ -84,19 +86,19 @@ def step_diagnostics(
             + (" (and they are undefined for multi-input data)" if multi_input else "")
         )
     if gram is not None:
-        out["diag/level"] = gram_level
-        out["diag/gds"] = gds(gram)
-        out["diag/gms"] = gms(gram)
-        out["diag/cond"] = condition_number(gram)
+        out[K.DIAG_LEVEL.key()] = gram_level
+        out[K.DIAG_GDS.key()] = gds(gram)
+        out[K.DIAG_GMS.key()] = gms(gram)
+        out[K.DIAG_COND.key()] = condition_number(gram)
         norms = gradient_norms(gram)
-        out.update({f"diag/norm/{t}": norms[i] for i, t in enumerate(tasks)})
+        out.update({K.DIAG_NORM.key(t): norms[i] for i, t in enumerate(tasks)})
         if record.weights is not None:
             cos = cosine_to_update(gram, record.weights)
-            out.update({f"diag/cos/{t}": cos[i] for i, t in enumerate(tasks)})
+            out.update({K.DIAG_COS.key(t): cos[i] for i, t in enumerate(tasks)})
     if record.saliency is not None:
-        out["diag/fd"] = feature_disentanglement(record.saliency)
+        out[K.DIAG_FD.key()] = feature_disentanglement(record.saliency)
     if record.weights is not None:
-        out.update({f"weight/{t}": record.weights[i] for i, t in enumerate(tasks)})
+        out.update({K.WEIGHT.key(t): record.weights[i] for i, t in enumerate(tasks)})
     return out
 
 
@@ -107,10 +109,10 @@ def layer_alphas(model: nn.Module, *, conv: ConvMode = "slices", min_evals: int 
     ``alpha/head_mean/<task>`` (a mean is absent when none of its layers has ``min_evals``
     non-zero eigenvalues). Host floats: one SVD per layer, meant for once per epoch."""
     fits = model_alphas(model, conv=conv, min_evals=min_evals)
-    out = {f"alpha/encoder/{name}": a for name, a in fits.encoder.items()}
+    out = {K.ALPHA_ENCODER.key(name): a for name, a in fits.encoder.items()}
     for task, layers in fits.heads.items():
-        out.update({f"alpha/head/{task}/{name}": a for name, a in layers.items()})
+        out.update({K.ALPHA_HEAD.key(task, name): a for name, a in layers.items()})
     if fits.encoder_mean is not None:
-        out["alpha/encoder_mean"] = fits.encoder_mean
-    out.update({f"alpha/head_mean/{t}": m for t, m in fits.head_means.items() if m is not None})
+        out[K.ALPHA_ENCODER_MEAN.key()] = fits.encoder_mean
+    out.update({K.ALPHA_HEAD_MEAN.key(t): m for t, m in fits.head_means.items() if m is not None})
     return out

@@ -16,6 +16,11 @@ from typing import Any
 
 import torch
 
+from repmtl import logkeys as K
+
+#: the counters every line starts with (TensorBoard plots the other values against them)
+_COUNTERS = (K.STEP.key(), K.EPOCH.key())
+
 
 def to_floats(values: Mapping[str, Any]) -> dict[str, Any]:
     """Tensors -> floats with one host transfer; other values unchanged. A tensor of ``n > 1``
@@ -74,8 +79,8 @@ class RunLogger:
             for path in (self.steps_path, self.epochs_path, self.run_dir / "epochs.csv"):
                 path.unlink(missing_ok=True)
         else:
-            _truncate_jsonl(self.steps_path, "step", resume[1])
-            _truncate_jsonl(self.epochs_path, "epoch", resume[0])
+            _truncate_jsonl(self.steps_path, K.STEP.key(), resume[1])
+            _truncate_jsonl(self.epochs_path, K.EPOCH.key(), resume[0])
         self.epochs: list[dict[str, Any]] = (
             [json.loads(line) for line in self.epochs_path.read_text().splitlines() if line]
             if self.epochs_path.exists()
@@ -89,28 +94,28 @@ class RunLogger:
             self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=None if resume is None else resume[1] + 1)
 
     def log_step(self, step: int, epoch: int, values: Mapping[str, Any]) -> dict[str, Any]:
-        row = {"step": step, "epoch": epoch, **to_floats(values)}
+        row = {K.STEP.key(): step, K.EPOCH.key(): epoch, **to_floats(values)}
         self._steps.write(json.dumps(row) + "\n")
         self._steps.flush()
         if self._tb is not None:
             for key, value in row.items():
-                if key not in ("step", "epoch") and isinstance(value, float):
+                if key not in _COUNTERS and isinstance(value, float):
                     self._tb.add_scalar(f"step/{key}", value, step)
         return row
 
     def log_epoch(self, epoch: int, step: int, values: Mapping[str, Any]) -> dict[str, Any]:
-        row = {"epoch": epoch, "step": step, **to_floats(values)}
+        row = {K.EPOCH.key(): epoch, K.STEP.key(): step, **to_floats(values)}
         self.epochs.append(row)
         with self.epochs_path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
-        columns = sorted({k for r in self.epochs for k in r}, key=lambda k: (k not in ("epoch", "step"), k))
+        columns = sorted({k for r in self.epochs for k in r}, key=lambda k: (k not in _COUNTERS, k))
         with (self.run_dir / "epochs.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.epochs)
         if self._tb is not None:
             for key, value in row.items():
-                if key not in ("step", "epoch") and isinstance(value, float):
+                if key not in _COUNTERS and isinstance(value, float):
                     self._tb.add_scalar(f"epoch/{key}", value, epoch)
             self._tb.flush()
         return row

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from repmtl import logkeys as K
 from repmtl import methods as M
 from repmtl import regularizers as R
 from repmtl.benchmarks import Benchmark
@@ -166,7 +166,7 @@ class Trainer:
                 {"model": self.model.state_dict(), "epoch": number, "val": val},
                 self.run_dir / "checkpoints" / "best.pt",
             )
-        row = {**train_stats, **_flatten("val", val), "selection_score": score, "lr": self.optimizers.lr}
+        row = {**train_stats, **K.val_metrics(val), K.SELECTION_SCORE.key(): score, K.LR.key(): self.optimizers.lr}
         if self.config.diagnostics_every:
             row.update(layer_alphas(self.model))
         logger.log_epoch(number, self.step, row)
@@ -223,13 +223,13 @@ class Trainer:
                     if diagnose:
                         values.update(step_diagnostics(record, level=self.config.diagnostics_level))
                     row = logger.log_step(self.step, self.epoch + 1, values)
-                    loss = sum(row[f"loss/{t}"] for t in self.task_names)
+                    loss = sum(row[K.LOSS.key(t)] for t in self.task_names)
                 advance(loss)
         stats: dict[str, Any] = {
-            f"train/loss/{t}": position["loss_sum"][i] / total for i, t in enumerate(self.task_names)
+            K.TRAIN_LOSS.key(t): position["loss_sum"][i] / total for i, t in enumerate(self.task_names)
         }
-        stats.update({f"train/penalty/{k}": v / total for k, v in position["penalty_sum"].items()})
-        stats["time/epoch_s"] = time.perf_counter() - started
+        stats.update({K.TRAIN_PENALTY.key(k): v / total for k, v in position["penalty_sum"].items()})
+        stats[K.EPOCH_TIME.key()] = time.perf_counter() - started
         self._position = None
         return stats
     def _train_step(self, batch, keep_saliency: bool = False) -> BackwardRecord:
@@ -266,13 +266,13 @@ class Trainer:
             )
 
     def _step_values(self, record: BackwardRecord) -> dict[str, Any]:
-        values: dict[str, Any] = {f"loss/{t}": record.losses[i] for i, t in enumerate(record.tasks)}
+        values: dict[str, Any] = {K.LOSS.key(t): record.losses[i] for i, t in enumerate(record.tasks)}
         if record.weights is not None:
-            values.update({f"weight/{t}": record.weights[i] for i, t in enumerate(record.tasks)})
-        values.update({f"penalty/{k}": v for k, v in record.penalties.items()})
-        info = {f"info/{k}": v for k, v in record.info.items() if isinstance(v, (int, float, torch.Tensor))}
+            values.update({K.WEIGHT.key(t): record.weights[i] for i, t in enumerate(record.tasks)})
+        values.update({K.PENALTY.key(k): v for k, v in record.penalties.items()})
+        info = {K.INFO.key(k): v for k, v in record.info.items() if isinstance(v, (int, float, torch.Tensor))}
         values.update(name_vectors(info, record.tasks))
-        values["lr"] = self.optimizers.lr
+        values[K.LR.key()] = self.optimizers.lr
         return values
 
     # ---- evaluation and selection ---------------------------------------------------------
@@ -375,9 +375,6 @@ class Trainer:
                 f"[yellow]warning:[/] {bench.name} trains its {config.encoder} encoder from random initialisation; "
                 "the published numbers start from ImageNet weights (pass --pretrained FILE, a local state dict)"
             )
-
-def _flatten(prefix: str, scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    return {f"{prefix}/{t}/{m}": v for t, ms in scores.items() for m, v in ms.items()}
 
 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, baseline_val: Scores | None = None,
