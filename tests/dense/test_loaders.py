@@ -8,12 +8,8 @@ import torch
 
 from repmtl.benchmarks import BuildOptions
 from repmtl.data import get_benchmark
-from repmtl.data._dense import (
-    CorruptSampleError,
-    DatasetLayoutError,
-    NpyDenseDataset,
-    carve_validation,
-)
+from repmtl.data._dense import carve_validation
+from repmtl.data._npy import CorruptSampleError, DatasetLayoutError, NpyDenseDataset
 from repmtl.data.cityscapes import cityscapes_splits
 from repmtl.data.nyuv2 import TARGETS, nyuv2_splits
 

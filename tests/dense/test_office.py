@@ -10,7 +10,7 @@ from PIL import Image
 import repmtl
 from repmtl.benchmarks import BuildOptions
 from repmtl.data import get_benchmark
-from repmtl.data._dense import CorruptSampleError, DatasetLayoutError
+from repmtl.data._npy import CorruptSampleError, DatasetLayoutError
 from repmtl.data.office import office_splits
 
 DOMAINS = ("amazon", "dslr", "webcam")

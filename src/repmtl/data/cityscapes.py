@@ -33,12 +33,12 @@ from repmtl.benchmarks import (
 from repmtl.data._dense import (
     DEPTH,
     SEGMENTATION,
-    TargetSpec,
     dense_tasks,
     npy_splits,
     parse_extra,
     split_options,
 )
+from repmtl.data._npy import TargetSpec
 from repmtl.model import MultiTaskModel
 from repmtl.nets.deeplab import build_deeplab
 from repmtl.tasks import Task

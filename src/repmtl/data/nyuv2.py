@@ -32,12 +32,12 @@ from repmtl.data._dense import (
     DEPTH,
     NORMAL,
     SEGMENTATION,
-    TargetSpec,
     dense_tasks,
     npy_splits,
     parse_extra,
     split_options,
 )
+from repmtl.data._npy import TargetSpec
 from repmtl.model import MultiTaskModel
 from repmtl.nets.deeplab import build_deeplab
 from repmtl.tasks import Task

@@ -37,7 +37,8 @@ from repmtl.benchmarks import (
     TrainDefaults,
     register_benchmark,
 )
-from repmtl.data._dense import CorruptSampleError, DatasetLayoutError, parse_extra
+from repmtl.data._dense import parse_extra
+from repmtl.data._npy import CorruptSampleError, DatasetLayoutError
 from repmtl.metrics.classification import Accuracy
 from repmtl.model import MultiTaskModel
 from repmtl.tasks import Task
