@@ -5,7 +5,7 @@ import torch
 
 import repmtl
 from repmtl import grads as G
-from repmtl.methods.base import Method
+from repmtl.methods.base import Aggregator, GramianWeighting, plain_heads
 from tests.conftest import tiny_losses, tiny_model
 
 
@@ -30,11 +30,10 @@ def _assert_all_close(actual, expected):
         torch.testing.assert_close(a, e)
 
 
-class FixedWeights(Method):
+class FixedWeights(GramianWeighting):
     """A Gramian-based test method with known weights that records what it saw."""
 
     name = "test-fixed"
-    needs = "gramian"
 
     def __init__(self, alpha, weights_heads=True):
         super().__init__()
@@ -42,20 +41,18 @@ class FixedWeights(Method):
         self.weights_heads = weights_heads
         self.seen = None
 
-    def weights(self, gramian, losses=None):
+    def weights(self, gramian, losses):
         self.seen = gramian
-        return self.alpha
+        return self.alpha if self.weights_heads else plain_heads(self.alpha)
 
 
-class SumDirection(Method):
+class SumDirection(Aggregator):
     """A Jacobian method returning 2·Σ_t J_t, so the expected update is easy to form."""
 
     name = "test-direction"
-    needs = "jacobian"
-    weights_heads = False
 
-    def direction(self, jacobian, losses, segments=None):
-        self.segments = segments
+    def aggregate(self, jacobian, context):
+        self.segments = context.segments
         return 2 * jacobian.sum(0)
 
 
@@ -151,12 +148,10 @@ def test_log_transform_weights_by_inverse_loss(model, batch):
     _assert_all_close(_grads(model.shared_parameters()), expected)
 
 
-def test_last_layer_scope_picks_the_layer_next_to_z(model, batch):
-    from repmtl.step import _last_layer
-
+def test_last_layer_level_picks_the_layer_next_to_z(model, batch):
     out, _ = tiny_losses(model, batch)
     last_conv = model.encoder[3]
-    picked = _last_layer([out.representation], list(model.shared_parameters()))
+    picked = G.last_layer_parameters([out.representation], list(model.shared_parameters()))
     assert {id(p) for p in picked} == {id(last_conv.weight), id(last_conv.bias)}
 
 

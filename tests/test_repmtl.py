@@ -217,7 +217,7 @@ def test_backward_with_a_gramian_method_and_unweighted_heads(batch):
     z = out.representation
     s = torch.stack([torch.autograd.grad(stacked[t], z, create_graph=True)[0] for t in range(2)])
     torch.manual_seed(5)
-    alpha = method.weights(s.detach().flatten(1) @ s.detach().flatten(1).T, stacked.detach())
+    alpha = method.weights(s.detach().flatten(1) @ s.detach().flatten(1).T, stacked.detach()).shared
     penalty = regularizer.lambda_tsr * naive_tsr(s) + regularizer.lambda_csa * naive_csa(s)
     heads = list(model.task_parameters())
     encoder = list(model.shared_parameters())

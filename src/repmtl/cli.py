@@ -71,7 +71,7 @@ def train(
     benchmark: Annotated[str, typer.Option(help="Benchmark preset (see `repmtl benchmarks`).")] = "multidigits",
     method: Annotated[str, typer.Option(help="Method name (see `repmtl methods`).")] = "ew",
     method_arg: Annotated[Optional[list[str]], typer.Option("--method-arg", help="Method hyper-parameter key=value (repeatable).")] = None,
-    level: Annotated[Optional[str], typer.Option(help="Gradient level: parameters | representation (default: the method's).")] = None,
+    level: Annotated[Optional[str], typer.Option(help="Where task gradients are taken: parameters | last_layer | representation (default: the method's).")] = None,
     regularizer: Annotated[Optional[str], typer.Option(help="Regularizer name, e.g. repmtl.")] = None,
     regularizer_arg: Annotated[Optional[list[str]], typer.Option("--regularizer-arg", help="Regularizer hyper-parameter key=value (repeatable).")] = None,
     lambda_tsr: Annotated[Optional[float], typer.Option(help="Rep-MTL: TSR strength λ_tsr (default 0.9).")] = None,
@@ -168,11 +168,11 @@ def list_methods(
         out.print(describe_method(cls, preset=PRESETS.get(name)))
         return
     table = Table(title="repmtl methods")
-    for column in ("name", "family", "needs", "levels", "description"):
+    for column in ("name", "family", "consumes", "levels", "description"):
         table.add_column(column)
     for method_name, cls in methods.available().items():
-        levels = "any" if cls.needs == "losses" else ", ".join(cls.levels)
-        table.add_row(method_name, cls.family, cls.needs, levels, cls.description)
+        levels = "any" if cls.consumes == "losses" else ", ".join(cls.levels)
+        table.add_row(method_name, cls.family, cls.consumes, levels, cls.description)
     for preset, (description, fields) in PRESETS.items():
         table.add_row(preset, "preset", "", "", f"{description} ({', '.join(f'{k}={v}' for k, v in fields.items())})")
     out.print(table)
@@ -181,6 +181,7 @@ def list_methods(
 def describe_method(cls: type, preset: tuple[str, dict] | None = None) -> Table:
     """One method's card: description, reference, levels and every declared hyper-parameter."""
     from repmtl.hparams import describe
+    from repmtl.methods import default_level
 
     title = f"{cls.name}: {cls.description}" if preset is None else f"preset: {preset[0]}"
     table = Table(title=title, caption=f"reference: {cls.reference}")
@@ -188,9 +189,9 @@ def describe_method(cls: type, preset: tuple[str, dict] | None = None) -> Table:
         table.add_column(column)
     for row in describe(cls):
         table.add_row(*row)
-    levels = "any (loss weighting)" if cls.needs == "losses" else ", ".join(cls.levels)
+    levels = "any (loss weighting)" if cls.consumes == "losses" else ", ".join(cls.levels)
     table.add_section()
-    table.add_row("levels", levels, cls.default_level)
+    table.add_row("levels", levels, default_level(cls) or "")
     return table
 
 

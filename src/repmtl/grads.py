@@ -35,12 +35,15 @@ __all__ = [
     "accumulate_direction",
     "accumulate_grads",
     "clear_measured_vectorize",
+    "disjoint_heads",
     "flatten_grads",
     "gramian",
     "jacobian_uses_vmap",
+    "last_layer_parameters",
     "leaves_between",
     "measured_vectorize_choices",
     "parameter_jacobian",
+    "reaches",
     "representation_jacobian",
     "saliency",
     "task_jacobian",
@@ -406,3 +409,62 @@ def leaves_between(roots: Iterable[torch.Tensor], stop: Iterable[torch.Tensor]) 
             continue
         stack.extend(next_node for next_node, _ in node.next_functions)
     return leaves
+
+
+def reaches(root: torch.Tensor, targets: Sequence[torch.Tensor]) -> bool:
+    """Whether autograd can trace ``root`` back to one of ``targets``. Edges are ``(node, output
+    index)`` pairs, so a sibling output of the node that made a target does not count."""
+    edges_to = {(z.grad_fn, z.output_nr) for z in targets if z.grad_fn is not None}
+    leaf_ids = {id(z) for z in targets if z.grad_fn is None}
+    edges, seen = [(root.grad_fn, root.output_nr)], set()
+    while edges:
+        node, index = edges.pop()
+        if node is None:
+            continue
+        if (node, index) in edges_to:
+            return True
+        variable = getattr(node, "variable", None)
+        if variable is not None and id(variable) in leaf_ids:
+            return True
+        if node not in seen:
+            seen.add(node)
+            edges.extend(node.next_functions)
+    return False
+
+
+def disjoint_heads(terms: Sequence[torch.Tensor], stop: Sequence[torch.Tensor]) -> list[list[torch.Tensor]] | None:
+    """Each task's head parameters (leaves reached from ``L_t`` without crossing ``stop``), or
+    ``None`` when a parameter serves several tasks (then no single task's pass gives its gradient)."""
+    heads = [leaves_between([term], stop=stop) for term in terms]
+    ids = [id(p) for head in heads for p in head]
+    return heads if len(ids) == len(set(ids)) else None
+
+
+def last_layer_parameters(reps: Sequence[torch.Tensor], shared: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The shared parameters of the layer closest to ``Z``: breadth-first from ``Z``, the first
+    autograd node holding a ≥2-D shared parameter, with its other parameters and the 1-D ones
+    (norm affines, biases) met on the way."""
+    shared_ids = {id(p) for p in shared}
+    frontier = [z.grad_fn for z in reps if z.grad_fn is not None]
+    seen: set = set()
+    picked: list[torch.Tensor] = []
+    while frontier:
+        following = []
+        for node in frontier:
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            leaves = [
+                f.variable for f, _ in node.next_functions
+                if f is not None and getattr(f, "variable", None) is not None and id(f.variable) in shared_ids
+            ]
+            for leaf in leaves:
+                if all(leaf is not q for q in picked):
+                    picked.append(leaf)
+            if any(leaf.ndim >= 2 for leaf in leaves):
+                return picked
+            following.extend(f for f, _ in node.next_functions if f is not None and getattr(f, "variable", None) is None)
+        frontier = following
+    if not picked:
+        raise ValueError("found no shared parameter behind the representation for level 'last_layer'")
+    return picked

@@ -1,40 +1,57 @@
-"""``repmtl.backward``: one multi-task optimisation step's gradients.
+"""``repmtl.backward``: one multi-task optimisation step's gradients, in four phases.
 
-The data flow is described in ``docs/architecture.md`` ("One step"); the formulas in
-``docs/formulas.md``.
+1. **Loss terms** (:func:`_loss_terms`): the task losses, checked, transformed (``log`` for the
+   methods whose paper says so), kept as separate tensors so that a backward from one of them
+   meets only its own head.
+2. **Task gradients** (:func:`_task_gradients`) at the method's level: the saliencies
+   ``S_t = ∂L_t/∂Z`` when a regularizer or the representation level needs them, and the task
+   Jacobian over the shared parameters (all, or the last shared layer) for a Gramian weighting or
+   an aggregator.
+3. **The method** (:func:`_run_method`): weights from the losses or the Gramian, or a direction
+   from the Jacobian.
+4. **The update** (:func:`_apply_update`): heads get their task gradients times the heads'
+   weights; the shared parameters get the method's update, from the Jacobian in hand (``Jᵀα``
+   or the direction) at parameter level, or through one encoder backward from ``Z`` otherwise;
+   regularizers add their penalties.
 
-Head parameters get their own task gradient (times the method's weight where it defines one);
-shared parameters get the method's combined gradient; regularizers add their penalties. The
-user's ``optimizer.step()`` stays theirs. The encoder is back-propagated **once** per call,
-except that a parameter-level Jacobian or Gramian needs the ``T`` task gradients of the shared
-parameters, which come from one vectorised (``vmap``) backward.
+The formulas are in ``docs/formulas.md``, the data flow in ``docs/architecture.md`` ("One step").
+The user's ``optimizer.step()`` stays theirs. No host sync beyond the finiteness check.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
 from repmtl import grads as G
 from repmtl import methods as M
-from repmtl.methods.base import Level, Method
+from repmtl.methods.base import (
+    Aggregator,
+    GramianWeighting,
+    JacobianContext,
+    Level,
+    LossTransform,
+    LossWeighting,
+    Method,
+    TaskWeights,
+)
 from repmtl.regularizers.base import Penalty, Regularizer
 
-LossTransform = Literal["none", "log"]
 Representation = torch.Tensor | Mapping[str, torch.Tensor]
+_NEEDS_Z = "this method, level or regularizer needs the shared representation; pass representation=Z"
 
 
 @dataclass
 class BackwardRecord:
     """What one call did. Tensors are detached and stay on their device (no host sync).
 
-    ``losses``: raw task losses. ``weights``: the ``α`` applied to the shared update (``None``
-    for methods that return a direction). ``head_weights``: the weights the heads received.
-    ``penalties``: regularizer values by name (before their λ). ``gramian``: ``K`` when the
-    method needed it (reused by diagnostics). ``saliency``: ``S`` if ``keep_saliency``. ``multi_input``: each task had its own ``Z_t``.
+    ``losses``: raw task losses. ``weights``: the ``α`` of the shared update (``None`` for an
+    aggregator). ``head_weights``: the weights the heads received. ``penalties``: regularizer
+    values by name (before their λ). ``gramian``: ``K`` when the method needed it (reused by
+    diagnostics). ``saliency``: ``S`` if ``keep_saliency``. ``multi_input``: each task had its
+    own ``Z_t``.
     """
 
     tasks: tuple[str, ...]
@@ -49,13 +66,61 @@ class BackwardRecord:
     multi_input: bool = False
 
 
+@dataclass
+class _Terms:
+    """Phase 1: task names, raw losses (stacked, detached) and the transformed terms."""
+
+    names: tuple[str, ...]
+    raw: torch.Tensor
+    terms: list[torch.Tensor]
+
+    @property
+    def detached(self) -> torch.Tensor:
+        """The terms for the method: detached, in at least float32 (autocast may give bf16)."""
+        stacked = torch.stack(self.terms).detach()
+        return stacked.to(_solver_dtype(stacked))
+
+
+@dataclass
+class _Inputs:
+    """The representation(s) the heads consumed, and where the shared parameters are."""
+
+    reps: list[torch.Tensor] | None
+    multi_input: bool
+    shared_params: Iterable[torch.Tensor] | None
+
+
+@dataclass
+class _TaskGradients:
+    """Phase 2: what the method consumes, and the saliencies when they were needed."""
+
+    saliency: torch.Tensor | None = None
+    jacobian: G.TaskJacobian | torch.Tensor | None = None
+    #: the shared parameters (parameter and last-layer levels)
+    shared: list[torch.Tensor] | None = None
+    #: the shared parameters again when the Jacobian covers every one of them: the update is in hand
+    in_hand: list[torch.Tensor] | None = None
+    heads: list[list[torch.Tensor]] | None = None
+    segments: list[int] | None = None
+    penalties: list[Penalty] = field(default_factory=list)
+
+
+@dataclass
+class _Result:
+    """Phase 3: the method's weights, or its direction."""
+
+    weights: TaskWeights | None = None
+    direction: torch.Tensor | None = None
+    gramian: torch.Tensor | None = None
+
+
 def backward(
     losses: Mapping[str, torch.Tensor],
     *,
     representation: Representation | None,
     shared_params: Iterable[torch.Tensor] | None = None,
     method: Method | str = "ew",
-    level: Level = "parameters",
+    level: Level | None = None,
     regularizers: Sequence[Regularizer] = (),
     loss_transform: LossTransform | None = None,
     eps: float = 1e-8,
@@ -73,192 +138,256 @@ def backward(
         shared_params: the encoder's parameters. Default: every trainable leaf behind
             ``representation``. A parameter-level method's Jacobian is taken over these.
         method: a :class:`Method` or a registered name (``repmtl.methods.available()``).
-        level: ``"parameters"`` (task gradients of the shared parameters) or
-            ``"representation"`` (task gradients of ``Z``, the ``-UB`` / fast-surrogate form).
+        level: where the task gradients are taken: ``"parameters"`` (every shared parameter),
+            ``"last_layer"`` (the shared layer next to ``Z``) or ``"representation"`` (``Z``
+            itself, the ``-UB`` / fast-surrogate form). ``None``: the method's default.
         regularizers: penalties added to the objective (e.g. Rep-MTL's TSR and CSA).
         loss_transform: ``"log"`` uses ``log(L_t + eps)`` as the task terms (DB-MTL, IMTL,
             Nash-MTL, Rep-MTL); saliencies are then taken of the transformed terms.
-            ``None``: the method's own ``loss_transform`` (``"none"`` for most).
+            ``None``: the method's own transform (``"none"`` for most).
         check_finite: raise, naming the task, on a non-finite loss (one host sync per call).
         keep_saliency: return ``S`` in the record (for diagnostics).
         vectorize: task gradients from one ``vmap`` backward (``True``) or a python loop
-            (``False``); ``None`` picks per device (``repmtl.grads``: the loop on CPU).
+            (``False``); ``None`` picks per device and model (``repmtl.grads``).
     """
-    names, raw_terms = _loss_terms(losses)
-    raw = torch.stack(raw_terms)
+    names = _task_names(losses)
     method = _resolve_method(method, names)
-    if loss_transform is None:
-        loss_transform = method.loss_transform
-    elif method.requires_loss_transform and loss_transform != method.loss_transform:
-        raise ValueError(
-            f"method {method.name!r} defines its weights on {method.loss_transform!r}-transformed losses; "
-            f"loss_transform={loss_transform!r} would silently change them"
-        )
-    # Separate per-task terms: a backward from one of them meets only its own head (grads._terms).
-    terms = [_transform(term, loss_transform, eps) for term in raw_terms]
-    task_losses = torch.stack(terms)
-    if check_finite:
-        _check_finite(names, raw, task_losses, loss_transform)
-
-    method.check_level(level)
-    reps, reps_arg = _representations(representation, names)
-    if reps is not None:
-        _check_reaches_representation(names, terms, reps)
-
-    needs_graph = any(r.needs_saliency for r in regularizers)
-    needs_representation_grads = method.needs != "losses" and level == "representation"
-    if needs_representation_grads and isinstance(representation, Mapping):
-        raise ValueError(
-            f"method {method.name!r} at level 'representation' is undefined for multi-input data: "
-            "each task has its own representation, so task gradients never share a space; "
-            "use level='parameters'"
-        )
-    if reps is None and (
-        needs_graph or needs_representation_grads or method.needs != "losses" or not method.weights_heads
-    ):
-        raise ValueError("this method, level or regularizer needs the shared representation; pass representation=Z")
-
-    multi_input = isinstance(representation, Mapping)
-    sal: torch.Tensor | None = None
-    if needs_graph or needs_representation_grads or keep_saliency:
-        if multi_input:
-            _check_stackable(names, reps, regularizers, keep_saliency)
-        sal = _translate_compile_errors(
-            lambda: G.saliency(terms, reps_arg, create_graph=needs_graph, vectorize=vectorize)
-        )
-    penalties: list[Penalty] = [p for r in regularizers for p in r(sal, task_losses, multi_input=multi_input)]
-
-    # Methods solve in at least float32: under autocast Z (and so S) may be bf16/fp16.
-    detached_losses = task_losses.detach().to(_solver_dtype(task_losses))
-    weights = direction = gram = None
-    shared: list[torch.Tensor] | None = None
-    if method.needs == "losses":
-        weights = method.weights(None, detached_losses)
-    else:
-        if level == "parameters":
-            shared = _shared_parameters(shared_params, reps)
-            params = shared if method.scope == "all" else _last_layer(reps, shared)
-            jac = _translate_compile_errors(lambda: G.parameter_jacobian(terms, params, vectorize=vectorize))
-            segments: list[int] | None = [p.numel() for p in params]
-        else:
-            jac = G.representation_jacobian(sal.detach())
-            jac = jac.to(_solver_dtype(jac))
-            segments = None
-        if method.needs == "gramian":
-            gram = G.gramian(jac)
-            weights = method.weights(gram, detached_losses)
-        else:
-            extra = {}
-            if level == "representation" and method.wants_representation:
-                extra["representation"] = reps[0].detach()
-            direction = method.direction(jac, detached_losses, segments, **extra)
-            if direction.shape != jac.shape[1:]:
-                raise RuntimeError(
-                    f"method {method.name!r} returned a direction of shape {tuple(direction.shape)}, "
-                    f"expected {tuple(jac.shape[1:])}"
-                )
-    if weights is not None and weights.shape != raw.shape:
-        raise RuntimeError(f"method {method.name!r} returned weights of shape {tuple(weights.shape)}, expected {tuple(raw.shape)}")
-
-    head_weights = method.head_weights(weights) if weights is not None else torch.ones_like(raw)
-    head_part = (head_weights * task_losses).sum()
-    extra = method.extra_loss()
-    if extra is not None:
-        head_part = head_part + extra
-    penalty_part: torch.Tensor | None = None
-    for penalty in penalties:
-        term = penalty.weight * penalty.value
-        penalty_part = term if penalty_part is None else penalty_part + term
-
-    if direction is None and head_weights is weights:
-        # The objective's own gradient is the method's update everywhere: one plain backward.
-        objective = head_part if penalty_part is None else head_part + penalty_part
-        objective.backward()
-    else:
-        encoder_grad = _apply_split(
-            head_part, penalty_part, reps, shared_params, method, level,
-            weights.detach() if weights is not None else None, direction, sal, terms, shared, vectorize,
-        )
-        if encoder_grad is not None:
-            torch.autograd.backward(reps, encoder_grad)
-
+    level = method.resolve_level(level)
+    terms = _loss_terms(losses, method, loss_transform, eps, check_finite)
+    inputs = _inputs(representation, shared_params, names, terms.terms)
+    _check_needs_representation(method, level, regularizers, inputs)
+    task_grads = _task_gradients(terms, inputs, method, level, regularizers, keep_saliency, vectorize)
+    result = _run_method(method, level, terms, inputs, task_grads)
+    head_weights = _apply_update(method, terms, inputs, task_grads, result, vectorize)
     return BackwardRecord(
         tasks=names,
-        losses=raw.detach(),
-        weights=None if weights is None else weights.detach(),
+        losses=terms.raw,
+        weights=None if result.weights is None else result.weights.shared.detach(),
         head_weights=head_weights.detach(),
-        level=level if method.needs != "losses" else "losses",
-        penalties={p.name: p.value.detach() for p in penalties},
-        gramian=gram,
-        saliency=sal.detach() if (keep_saliency and sal is not None) else None,
+        level=level if not isinstance(method, LossWeighting) else "losses",
+        penalties={p.name: p.value.detach() for p in task_grads.penalties},
+        gramian=result.gramian,
+        saliency=task_grads.saliency.detach() if (keep_saliency and task_grads.saliency is not None) else None,
         info=dict(method.info),
-        multi_input=multi_input,
+        multi_input=inputs.multi_input,
     )
 
 
-def _apply_split(
-    head_part: torch.Tensor,
-    penalty_part: torch.Tensor | None,
-    reps: list[torch.Tensor],
-    shared_params: Iterable[torch.Tensor] | None,
+# ---- phase 1: loss terms ------------------------------------------------------------------
+
+
+def _loss_terms(
+    losses: Mapping[str, torch.Tensor], method: Method, transform: LossTransform | None, eps: float, check_finite: bool
+) -> _Terms:
+    rule = method.loss_transform
+    if transform is None:
+        transform = rule.transform
+    elif rule.required and transform != rule.transform:
+        raise ValueError(
+            f"method {method.name!r} defines its weights on {rule.transform!r}-transformed losses; "
+            f"loss_transform={transform!r} would silently change them"
+        )
+    raw_terms = [_scalar_loss(name, loss) for name, loss in losses.items()]
+    terms = [_transform(term, transform, eps) for term in raw_terms]
+    names = tuple(losses)
+    raw = torch.stack(raw_terms).detach()
+    if check_finite:
+        _check_finite(names, raw, torch.stack(terms).detach(), transform)
+    return _Terms(names, raw, terms)
+
+
+# ---- phase 2: task gradients at the method's level ----------------------------------------
+
+
+def _task_gradients(
+    terms: _Terms,
+    inputs: _Inputs,
     method: Method,
-    level: str,
-    weights: torch.Tensor | None,
-    direction: torch.Tensor | None,
-    sal: torch.Tensor | None,
-    terms: list[torch.Tensor],
-    shared: list[torch.Tensor] | None,
+    level: Level,
+    regularizers: Sequence[Regularizer],
+    keep_saliency: bool,
     vectorize: bool | None,
-) -> list[torch.Tensor] | None:
-    """Heads (and the method's own parameters) get the gradient of ``head_part`` plus the
-    penalties; the encoder's incoming gradient is built from the method's result. Returns the
-    gradient for each representation tensor, or ``None`` when the encoder gets nothing more."""
-    encoder_from_parameters = direction is not None and level == "parameters"
-    saliencies: Sequence[torch.Tensor] | None = sal
-    if not encoder_from_parameters and sal is None:
-        if len(reps) > 1:  # per-task Z_t may differ in batch size: keep them apart
-            saliencies = torch.autograd.grad(sum(terms), reps, retain_graph=True, allow_unused=True)
-            saliencies = [s if s is not None else torch.zeros_like(z) for s, z in zip(saliencies, reps)]
+) -> _TaskGradients:
+    out = _TaskGradients()
+    needs_graph = any(r.needs_saliency for r in regularizers)
+    at_representation = not isinstance(method, LossWeighting) and level == "representation"
+    if needs_graph or at_representation or keep_saliency:
+        if inputs.multi_input:
+            _check_stackable(terms.names, inputs.reps, regularizers, keep_saliency)
+        out.saliency = _saliencies(terms.terms, inputs, create_graph=needs_graph, vectorize=vectorize)
+        out.penalties = [p for r in regularizers for p in r(out.saliency, torch.stack(terms.terms), multi_input=inputs.multi_input)]
+    if isinstance(method, LossWeighting):
+        return out
+    if at_representation:
+        jac = G.representation_jacobian(out.saliency.detach())
+        out.jacobian = jac.to(_solver_dtype(jac))
+        return out
+    shared = out.shared = _shared_parameters(inputs.shared_params, inputs.reps)
+    covered = _covers_encoder(inputs.reps, shared, required=isinstance(method, Aggregator))
+    params = shared if level == "parameters" else G.last_layer_parameters(inputs.reps, shared)
+    if level == "parameters" and covered:
+        # The Jacobian in hand gives the whole shared update (Jᵀα or the direction), and the
+        # same passes give each head its task gradient when the heads are disjoint.
+        out.in_hand = shared
+        out.heads = G.disjoint_heads(terms.terms, inputs.reps)
+    # without penalties, shared heads or the method's own parameters, nothing is differentiated
+    # through the graph after the Jacobian: its last pass may free the graph as it goes
+    keep_graph = out.heads is None or bool(regularizers) or method.learnable
+    out.jacobian = _translate_compile_errors(
+        lambda: G.task_jacobian(terms.terms, params, vectorize=vectorize, task_inputs=out.heads, keep_graph=keep_graph)
+    )
+    out.segments = [p.numel() for p in params]
+    return out
+
+
+# ---- phase 3: the method ------------------------------------------------------------------
+
+
+def _run_method(method: Method, level: Level, terms: _Terms, inputs: _Inputs, grads: _TaskGradients) -> _Result:
+    losses = terms.detached
+    if isinstance(method, LossWeighting):
+        result = _Result(weights=TaskWeights.of(method.weights(losses)))
+    elif isinstance(method, GramianWeighting):
+        jac = grads.jacobian
+        gram = jac.gramian() if isinstance(jac, G.TaskJacobian) else G.gramian(jac)
+        result = _Result(weights=TaskWeights.of(method.weights(gram, losses)), gramian=gram)
+    else:
+        jac = grads.jacobian.matrix() if isinstance(grads.jacobian, G.TaskJacobian) else grads.jacobian
+        at_representation = level == "representation"
+        context = JacobianContext(
+            losses=losses,
+            level=level,
+            segments=None if at_representation else grads.segments,
+            representation=inputs.reps[0].detach() if at_representation else None,
+        )
+        direction = method.aggregate(jac, context)
+        if direction.shape != jac.shape[1:]:
+            raise RuntimeError(
+                f"method {method.name!r} returned a direction of shape {tuple(direction.shape)}, "
+                f"expected {tuple(jac.shape[1:])}"
+            )
+        return _Result(direction=direction)
+    for name, value in (("weights", result.weights.shared), ("head weights", result.weights.for_heads)):
+        if value.shape != terms.raw.shape:
+            raise RuntimeError(
+                f"method {method.name!r} returned {name} of shape {tuple(value.shape)}, expected {tuple(terms.raw.shape)}"
+            )
+    return result
+
+
+# ---- phase 4: the update ------------------------------------------------------------------
+
+
+def _apply_update(
+    method: Method, terms: _Terms, inputs: _Inputs, grads: _TaskGradients, result: _Result, vectorize: bool | None
+) -> torch.Tensor:
+    """Write the step's gradients into ``.grad``; returns the weights the heads received."""
+    head_weights = result.weights.for_heads if result.weights is not None else torch.ones_like(terms.raw)
+    head_part = (head_weights * torch.stack(terms.terms)).sum()
+    extra = method.extra_loss()
+    if extra is not None:
+        head_part = head_part + extra
+    penalty_part = _weighted_sum(grads.penalties)
+
+    if grads.in_hand is None and result.direction is None and result.weights.heads is None:
+        # The objective's own gradient is the method's update everywhere: one plain backward.
+        (head_part if penalty_part is None else head_part + penalty_part).backward()
+        return head_weights
+
+    if inputs.reps is None:
+        raise ValueError(_NEEDS_Z)  # a loss weighting whose heads' weights differ (RGW)
+    above, rest = _parameters_above(head_part, penalty_part, inputs, grads)
+    if grads.heads is not None:
+        for weight, params, task_grads in zip(head_weights.detach(), grads.heads, grads.jacobian.task_grads, strict=True):
+            # autograd's fresh gradients, scaled in place (no second copy)
+            _accumulate(params, [None if g is None else g.mul_(weight) for g in task_grads])
+    if rest:
+        _accumulate(rest, torch.autograd.grad(head_part, rest, retain_graph=True, allow_unused=True))
+    penalty_at_z = _penalties_above(penalty_part, inputs.reps, above)
+
+    if grads.in_hand is not None:
+        if result.direction is None:
+            grads.jacobian.accumulate(result.weights.shared.detach())  # Jᵀα
         else:
-            saliencies = G.saliency(terms, reps[0], vectorize=vectorize)
+            G.accumulate_direction(result.direction, grads.in_hand)
+        method_at_z = None
+    else:
+        method_at_z = _update_at_representation(terms, inputs, grads, result, vectorize)
+    incoming = _sum_per_representation(inputs.reps, method_at_z, penalty_at_z)
+    if incoming is not None:
+        torch.autograd.backward(inputs.reps, incoming)
+    return head_weights
+
+
+def _parameters_above(
+    head_part: torch.Tensor, penalty_part: torch.Tensor | None, inputs: _Inputs, grads: _TaskGradients
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Every parameter above ``Z`` (heads, the method's own), and those of them whose head
+    gradient the Jacobian's passes did not already give. Refuses shared parameters that reach
+    the losses around ``Z``."""
     roots = [head_part] if penalty_part is None else [head_part, penalty_part]
-    leaves = G.leaves_between(roots, stop=reps)
-    if shared is not None:
-        shared_ids = {id(p) for p in shared}
-        leaked = [tuple(p.shape) for p in leaves if id(p) in shared_ids]
+    above = G.leaves_between(roots, stop=inputs.reps)
+    if grads.shared is not None:
+        shared_ids = {id(p) for p in grads.shared}
+        leaked = [tuple(p.shape) for p in above if id(p) in shared_ids]
         if leaked:
             raise ValueError(
                 f"shared parameters of shapes {leaked} reach the losses without passing through the "
                 "representation; pass the tensor the heads actually consume as representation="
             )
-    _accumulate(leaves, torch.autograd.grad(head_part, leaves, retain_graph=penalty_part is not None, allow_unused=True))
-    penalty_rep_grads: list[torch.Tensor | None] = [None] * len(reps)
-    if penalty_part is not None:
-        grads = torch.autograd.grad(penalty_part, [*reps, *leaves], allow_unused=True)
-        penalty_rep_grads = list(grads[: len(reps)])
-        _accumulate(leaves, grads[len(reps):])
+    if grads.heads is None:
+        return above, above
+    done = {id(p) for head in grads.heads for p in head}
+    return above, [p for p in above if id(p) not in done]
 
-    if encoder_from_parameters:
-        _check_covers_encoder(reps, shared)
-        _accumulate(shared, G.unflatten_like(direction, shared))
-        method_rep_grads: list[torch.Tensor | None] = [None] * len(reps)
-    else:
-        # Combined in the solver's dtype, handed to autograd in each Z's own dtype.
-        if direction is not None:
-            method_rep_grads = [direction.view_as(reps[0]).to(reps[0].dtype)]
-        elif len(reps) == 1:
-            stacked = saliencies.detach().to(weights.dtype)
-            method_rep_grads = [torch.einsum("t,t...->...", weights, stacked).to(reps[0].dtype)]
-        else:
-            method_rep_grads = [(w * s.detach().to(w.dtype)).to(z.dtype) for w, s, z in zip(weights, saliencies, reps)]
 
-    if all(g_m is None and g_p is None for g_m, g_p in zip(method_rep_grads, penalty_rep_grads)):
+def _penalties_above(
+    penalty_part: torch.Tensor | None, reps: list[torch.Tensor], above: list[torch.Tensor]
+) -> list[torch.Tensor | None] | None:
+    """Add the penalties' gradients to the parameters above ``Z``; return their ``∂/∂Z``."""
+    if penalty_part is None:
         return None
-    out: list[torch.Tensor] = []
-    for z, g_method, g_pen in zip(reps, method_rep_grads, penalty_rep_grads):
-        parts = [g for g in (g_method, g_pen) if g is not None]
-        out.append(torch.zeros_like(z) if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1])
-    return out
+    found = torch.autograd.grad(penalty_part, [*reps, *above], retain_graph=True, allow_unused=True)
+    _accumulate(above, found[len(reps):])
+    return list(found[: len(reps)])
+
+
+def _update_at_representation(
+    terms: _Terms, inputs: _Inputs, grads: _TaskGradients, result: _Result, vectorize: bool | None
+) -> list[torch.Tensor]:
+    """The method's incoming gradient at each ``Z``: ``Σ_t α_t S_t``, or the direction."""
+    reps = inputs.reps
+    if result.direction is not None:
+        return [result.direction.view_as(reps[0]).to(reps[0].dtype)]
+    weights = result.weights.shared.detach()
+    saliency = grads.saliency
+    if saliency is None:
+        saliency = _saliencies(terms.terms, inputs, create_graph=False, vectorize=vectorize)
+    if not inputs.multi_input:
+        stacked = saliency.detach().to(weights.dtype)
+        return [torch.einsum("t,t...->...", weights, stacked).to(reps[0].dtype)]
+    return [(w * s.detach().to(w.dtype)).to(z.dtype) for w, s, z in zip(weights, saliency, reps, strict=True)]
+
+
+def _sum_per_representation(
+    reps: list[torch.Tensor], *parts: list[torch.Tensor | None] | None
+) -> list[torch.Tensor] | None:
+    totals: list[torch.Tensor | None] = [None] * len(reps)
+    for part in parts:
+        for i, grad in enumerate(part or ()):
+            if grad is not None:
+                totals[i] = grad if totals[i] is None else totals[i] + grad
+    if all(total is None for total in totals):
+        return None
+    return [torch.zeros_like(z) if total is None else total for z, total in zip(reps, totals, strict=True)]
+
+
+def _weighted_sum(penalties: Sequence[Penalty]) -> torch.Tensor | None:
+    total: torch.Tensor | None = None
+    for penalty in penalties:
+        term = penalty.weight * penalty.value
+        total = term if total is None else total + term
+    return total
 
 
 def _accumulate(tensors: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
@@ -268,19 +397,38 @@ def _accumulate(tensors: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | 
         tensor.grad = grad.detach() if tensor.grad is None else tensor.grad + grad.detach()
 
 
-def _loss_terms(losses: Mapping[str, torch.Tensor]) -> tuple[tuple[str, ...], list[torch.Tensor]]:
+# ---- shared helpers -----------------------------------------------------------------------
+
+
+def _saliencies(
+    terms: list[torch.Tensor], inputs: _Inputs, *, create_graph: bool, vectorize: bool | None
+) -> torch.Tensor | list[torch.Tensor]:
+    """``S_t = ∂L_t/∂Z`` stacked ``(T, *Z.shape)``; for multi-input data of unequal batch
+    shapes, one ``∂L_t/∂Z_t`` per task (one backward of ``Σ L_t``: the tasks' graphs are
+    disjoint above the encoder)."""
+    reps = inputs.reps
+    if not inputs.multi_input:
+        return _translate_compile_errors(lambda: G.saliency(terms, reps[0], create_graph=create_graph, vectorize=vectorize))
+    if len({tuple(z.shape) for z in reps}) == 1:
+        return G.saliency(terms, reps, create_graph=create_graph, vectorize=vectorize)
+    found = torch.autograd.grad(sum(terms), reps, retain_graph=True, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(z) if s is None else s for s, z in zip(found, reps, strict=True)]
+
+
+def _task_names(losses: Mapping[str, torch.Tensor]) -> tuple[str, ...]:
     if not isinstance(losses, Mapping) or not losses:
         raise TypeError("losses must be a non-empty mapping task name -> scalar loss tensor")
-    values = []
-    for name, loss in losses.items():
-        if not isinstance(loss, torch.Tensor):
-            raise TypeError(f"loss of task {name!r} is a {type(loss).__name__}, not a tensor")
-        if loss.numel() != 1:
-            raise ValueError(f"loss of task {name!r} must be a scalar, got shape {tuple(loss.shape)}")
-        if not loss.requires_grad:
-            raise ValueError(f"loss of task {name!r} does not require grad (computed under no_grad or detached?)")
-        values.append(loss.reshape(()))
-    return tuple(losses), values
+    return tuple(losses)
+
+
+def _scalar_loss(name: str, loss: object) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"loss of task {name!r} is a {type(loss).__name__}, not a tensor")
+    if loss.numel() != 1:
+        raise ValueError(f"loss of task {name!r} must be a scalar, got shape {tuple(loss.shape)}")
+    if not loss.requires_grad:
+        raise ValueError(f"loss of task {name!r} does not require grad (computed under no_grad or detached?)")
+    return loss.reshape(())
 
 
 def _transform(raw: torch.Tensor, transform: str, eps: float) -> torch.Tensor:
@@ -292,7 +440,7 @@ def _transform(raw: torch.Tensor, transform: str, eps: float) -> torch.Tensor:
 
 
 def _check_finite(names: tuple[str, ...], raw: torch.Tensor, task_losses: torch.Tensor, transform: str) -> None:
-    raw, finite = raw.detach(), torch.isfinite(task_losses.detach())
+    finite = torch.isfinite(task_losses)
     if bool(finite.all()):
         return
     bad = {names[i]: raw[i].item() for i in range(len(names)) if not bool(finite[i])}
@@ -319,39 +467,51 @@ def _translate_compile_errors(compute):
         ) from exc
 
 
-def _check_reaches_representation(
-    names: tuple[str, ...], terms: Sequence[torch.Tensor], reps: Sequence[torch.Tensor]
-) -> None:
-    """Refuse a loss that autograd cannot trace back to the representation (its saliency would
-    be silently zero). The usual cause is ``torch.compile`` of the whole model: ``Z`` and the
-    predictions then come out of one fused node, and no gradient edge leads from a prediction
-    to ``Z``. Edges are ``(node, output index)`` pairs, so a sibling output does not count."""
-    targets = {(z.grad_fn, z.output_nr) for z in reps if z.grad_fn is not None}
-    leaf_ids = {id(z) for z in reps if z.grad_fn is None}
-    for name, term in zip(names, terms):
-        if not _reaches(term, targets, leaf_ids):
+def _inputs(
+    representation: Representation | None,
+    shared_params: Iterable[torch.Tensor] | None,
+    names: tuple[str, ...],
+    terms: Sequence[torch.Tensor],
+) -> _Inputs:
+    if representation is None:
+        return _Inputs(None, False, shared_params)
+    if isinstance(representation, Mapping):
+        if set(representation) != set(names):
+            raise ValueError(
+                f"tasks of the losses {sorted(names)} and of the representations {sorted(representation)} differ"
+            )
+        reps = [representation[n] for n in names]
+    elif isinstance(representation, torch.Tensor):
+        reps = [representation]
+    else:
+        raise TypeError("representation must be a tensor or a mapping task -> tensor")
+    for z in reps:
+        if not z.requires_grad:
+            raise ValueError("the representation does not require grad: pass the encoder output the heads consumed, not a detached copy")
+    for name, term in zip(names, terms, strict=True):
+        # a loss autograd cannot trace to Z would get a silently zero saliency
+        if not G.reaches(term, reps):
             raise ValueError(
                 f"the loss of task {name!r} does not depend on the representation passed to backward(); "
                 "pass the tensor the heads consumed. If the whole model is torch.compile'd, compile the "
                 "encoder and the heads separately (a compiled model hides Z from autograd)"
             )
+    return _Inputs(reps, isinstance(representation, Mapping), shared_params)
 
 
-def _reaches(term: torch.Tensor, targets: set, leaf_ids: set[int]) -> bool:
-    edges, seen = [(term.grad_fn, term.output_nr)], set()
-    while edges:
-        node, index = edges.pop()
-        if node is None:
-            continue
-        if (node, index) in targets:
-            return True
-        variable = getattr(node, "variable", None)
-        if variable is not None and id(variable) in leaf_ids:
-            return True
-        if node not in seen:
-            seen.add(node)
-            edges.extend(node.next_functions)
-    return False
+def _check_needs_representation(
+    method: Method, level: Level, regularizers: Sequence[Regularizer], inputs: _Inputs
+) -> None:
+    at_representation = not isinstance(method, LossWeighting) and level == "representation"
+    if at_representation and inputs.multi_input:
+        raise ValueError(
+            f"method {method.name!r} at level 'representation' is undefined for multi-input data: "
+            "each task has its own representation, so task gradients never share a space; "
+            "use level='parameters'"
+        )
+    needs = any(r.needs_saliency for r in regularizers) or not isinstance(method, LossWeighting)
+    if inputs.reps is None and needs:
+        raise ValueError(_NEEDS_Z)
 
 
 def _check_stackable(
@@ -377,7 +537,7 @@ def _resolve_method(method: Method | str, names: tuple[str, ...]) -> Method:
             )
     if not isinstance(method, Method):
         raise TypeError(f"method must be a repmtl Method or a registered name, got {type(method).__name__}")
-    if method.learnable and method.task_names is None:
+    if method.task_names is None and method.bind(names).learnable:
         raise RuntimeError(
             f"method {method.name!r} learns parameters: create it with tasks=[...] (or call bind) "
             "and give method.parameters() to your optimizer before the first backward"
@@ -387,32 +547,7 @@ def _resolve_method(method: Method | str, names: tuple[str, ...]) -> Method:
 
 def _is_stateful(method: Method) -> bool:
     """Whether a freshly bound method holds anything that later steps would read."""
-    state = method.state_dict()
-    extra = state.pop("_extra_state", {})
-    return bool(state) or method.learnable or any(k != "task_names" for k in extra)
-
-
-def _representations(
-    representation: Representation | None, names: tuple[str, ...]
-) -> tuple[list[torch.Tensor] | None, torch.Tensor | list[torch.Tensor] | None]:
-    if representation is None:
-        return None, None
-    if isinstance(representation, Mapping):
-        if set(representation) != set(names):
-            raise ValueError(
-                f"tasks of the losses {sorted(names)} and of the representations {sorted(representation)} differ"
-            )
-        reps = [representation[n] for n in names]
-        arg: torch.Tensor | list[torch.Tensor] = reps
-    elif isinstance(representation, torch.Tensor):
-        reps = [representation]
-        arg = representation
-    else:
-        raise TypeError("representation must be a tensor or a mapping task -> tensor")
-    for z in reps:
-        if not z.requires_grad:
-            raise ValueError("the representation does not require grad: pass the encoder output the heads consumed, not a detached copy")
-    return reps, arg
+    return bool(method.state) or method.learnable
 
 
 def _shared_parameters(shared_params: Iterable[torch.Tensor] | None, reps: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -427,43 +562,15 @@ def _shared_parameters(shared_params: Iterable[torch.Tensor] | None, reps: list[
     return params
 
 
-def _check_covers_encoder(reps: list[torch.Tensor], shared: list[torch.Tensor]) -> None:
-    """A direction method writes the update into ``shared`` only; refuse to leave other
-    trainable encoder parameters silently untrained."""
+def _covers_encoder(reps: list[torch.Tensor], shared: list[torch.Tensor], required: bool) -> bool:
+    """Whether ``shared`` holds every trainable parameter behind ``Z``. An aggregator writes its
+    update into ``shared`` only, so it ``required`` s that (never leave encoder parameters
+    silently untrained); a Gramian weighting then updates the others through ``Z``."""
     shared_ids = {id(p) for p in shared}
     missing = [tuple(p.shape) for p in G.leaves_between(reps, stop=[]) if id(p) not in shared_ids]
-    if missing:
+    if missing and required:
         raise ValueError(
             f"trainable parameters of shapes {missing} lie behind the representation but are not in "
             "shared_params; they would receive no update. Include them or freeze them"
         )
-
-
-def _last_layer(reps: list[torch.Tensor], shared: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The shared parameters of the layer closest to ``Z``: breadth-first from ``Z``, the first
-    autograd node holding a ≥2-D shared parameter, with its other parameters and the 1-D ones
-    (norm affines, biases) met on the way."""
-    shared_ids = {id(p) for p in shared}
-    frontier = [z.grad_fn for z in reps if z.grad_fn is not None]
-    seen: set = set()
-    picked: list[torch.Tensor] = []
-    while frontier:
-        nxt = []
-        for node in frontier:
-            if node is None or node in seen:
-                continue
-            seen.add(node)
-            leaves = [
-                f.variable for f, _ in node.next_functions
-                if f is not None and getattr(f, "variable", None) is not None and id(f.variable) in shared_ids
-            ]
-            for leaf in leaves:
-                if all(leaf is not q for q in picked):
-                    picked.append(leaf)
-            if any(leaf.ndim >= 2 for leaf in leaves):
-                return picked
-            nxt.extend(f for f, _ in node.next_functions if f is not None and getattr(f, "variable", None) is None)
-        frontier = nxt
-    if not picked:
-        raise ValueError("found no shared parameter behind the representation for the last-layer scope")
-    return picked
+    return not missing

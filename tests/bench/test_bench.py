@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from repmtl.bench.command import main
-from repmtl.bench.contenders import floor, ours, prototype, repmtl_contenders
+from repmtl.bench.contenders import floor, ours, repmtl_contenders
 from repmtl.bench.memory import peak_step_memory
 from repmtl.bench.peers import libmtl_contenders
 from repmtl.bench.runner import BenchConfig, run_bench
@@ -86,11 +86,11 @@ def test_workloads_build_and_share_inputs_across_seeds():
 def test_contenders_step_and_update_the_model():
     problem = build_problem("mlp", 2, CPU)
     before = [p.detach().clone() for p in problem.model.parameters()]
-    for contender in (ours("mgda", "representation"), floor(), prototype("upgrad"), ours("ew", "representation", preset=True)):
+    for contender in (ours("mgda", "representation"), floor(), ours("upgrad", "parameters"), ours("ew", "representation", preset=True)):
         contender.make(problem, 1e-2)()
     assert any(not torch.equal(b, p) for b, p in zip(before, problem.model.parameters()))
-    names = [c.name for c in repmtl_contenders(["ew", "uw", "upgrad", "mgda-ub"], ["parameters", "representation"], with_prototype=True)]
-    assert names == ["ew", "floor", "uw", "upgrad@param", "upgrad@repr", "mgda-ub@repr", "repmtl", "upgrad@param+jta"]
+    names = [c.name for c in repmtl_contenders(["ew", "uw", "upgrad", "mgda-ub"], ["parameters", "representation"])]
+    assert names == ["ew", "floor", "uw", "upgrad@param", "upgrad@repr", "mgda-ub@repr", "repmtl"]
 
 
 def test_libmtl_needs_a_source_folder(tmp_path):
@@ -105,10 +105,10 @@ def test_run_render_and_json(tmp_path, capsys):
                  "--rounds", "2", "--warmup", "1", "--no-torchjd", "--quiet", "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "### mlp, T = 2" in text and "mgda@param+jta" in text and "EW-steps per task" in text
+    assert "### mlp, T = 2" in text and "mgda@param" in text and "EW-steps per task" in text
     results = json.loads(out.read_text())
     group = results["groups"][0]
-    assert set(group["contenders"]) == {"ew", "floor", "mgda@param", "repmtl", "mgda@param+jta"}
+    assert set(group["contenders"]) == {"ew", "floor", "mgda@param", "repmtl"}
     assert group["jacobian_bytes"] == 2 * group["shared_parameters"] * 4
     assert relative(group, "ew", "ew")["ratio"] == 1.0
     assert render(results).startswith("# repmtl bench")
@@ -144,7 +144,7 @@ def test_cli_command_passes_its_options_through():
     from repmtl.cli import app
 
     args = ["bench", "--workloads", "mlp", "--tasks", "2", "--methods", "ew", "--rounds", "1", "--warmup", "0",
-            "--no-memory", "--no-torchjd", "--no-prototype", "--quiet"]
+            "--no-memory", "--no-torchjd", "--quiet"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "### mlp, T = 2" in result.output and "| floor |" in result.output

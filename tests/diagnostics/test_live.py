@@ -17,7 +17,7 @@ from repmtl.diagnostics import (
     layer_alphas,
     step_diagnostics,
 )
-from repmtl.methods.base import Method
+from repmtl.methods.base import Aggregator
 from repmtl.model import MultiTaskModel
 from tests.conftest import tiny_losses, tiny_model
 
@@ -39,13 +39,12 @@ def _reference_param_grads(model, x):
     return torch.stack(rows)
 
 
-class SumDirection(Method):
+class SumDirection(Aggregator):
     """A direction method (no weights): the plain sum of the task gradients."""
 
     name = "test-sum-direction"
-    needs = "jacobian"
 
-    def direction(self, jacobian, losses, segments=None):
+    def aggregate(self, jacobian, context):
         return jacobian.sum(0)
 
 

@@ -10,6 +10,23 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from repmtl import methods as M
+from repmtl.methods.base import JacobianContext, TaskWeights
+
+
+def context(
+    losses: torch.Tensor | None = None, segments: list[int] | None = None, representation: torch.Tensor | None = None
+) -> JacobianContext:
+    """An aggregator's context as ``repmtl.backward`` builds it (parameter level when segments
+    are given or no representation is, representation level otherwise). ``losses=None``: an
+    empty tensor, for aggregators that do not read the losses."""
+    losses = torch.empty(0) if losses is None else losses
+    level = "representation" if representation is not None else "parameters"
+    return JacobianContext(losses=losses, level=level, segments=segments, representation=representation)
+
+
+def shared_weights(result: torch.Tensor | TaskWeights) -> torch.Tensor:
+    """The shared weights ``α`` of a weighting's result (a tensor or :class:`TaskWeights`)."""
+    return TaskWeights.of(result).shared
 
 #: a small, fast budget for property tests (each example is a T×T problem); raise it for a stress
 #: run with REPMTL_HYPOTHESIS_EXAMPLES=400
@@ -68,7 +85,7 @@ def weights_of(name_or_method, jac_or_gram, losses=None, **hparams) -> np.ndarra
         method = M.create(method, tasks=[f"t{i}" for i in range(num_tasks)], **hparams)
     if losses is None:
         losses = torch.ones(num_tasks, dtype=torch.float64)
-    out = method.weights(k, torch.as_tensor(losses, dtype=torch.float64))
+    out = shared_weights(method.weights(k, torch.as_tensor(losses, dtype=torch.float64)))
     assert out.shape == (num_tasks,)
     return out.detach().to(torch.float64).numpy()
 
@@ -118,9 +135,9 @@ def assert_log_loss_weights_equivariant(make, tasks: int, seed: int, scale: floa
     for _ in range(epochs):
         for _ in range(2):
             losses = (torch.rand(tasks, generator=gen, dtype=torch.float64) + 1e-3) * scale
-            w = a.weights(None, torch.log(losses))
+            w = a.weights(torch.log(losses))
             assert torch.isfinite(w).all() and abs(w.sum().item() - tasks) < 1e-9
-            torch.testing.assert_close(b.weights(None, torch.log(losses[perm])), w[perm])
+            torch.testing.assert_close(b.weights(torch.log(losses[perm])), w[perm])
         a.end_epoch()
         b.end_epoch()
     return a, b

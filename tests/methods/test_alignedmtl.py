@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from repmtl import methods as M
 from repmtl.methods.alignedmtl import balance_matrix
+from tests.methods._helpers import shared_weights
 from tests.methods._helpers import PROPERTY, jacobians, unit_gramian, weights_of
 
 
@@ -82,7 +83,7 @@ def test_zero_gramian_gives_equal_weights():
 def test_non_finite_gramian_falls_back(caplog):
     method = M.create("alignedmtl", tasks=["a", "b"])
     with caplog.at_level(logging.WARNING):
-        alpha = method.weights(torch.tensor([[float("inf"), 0.0], [0.0, 1.0]], dtype=torch.float64))
+        alpha = shared_weights(method.weights(torch.tensor([[float("inf"), 0.0], [0.0, 1.0]], dtype=torch.float64), torch.ones(2)))
     np.testing.assert_array_equal(alpha.numpy(), [1.0, 1.0])
     assert method.info["fallback"] is True
 

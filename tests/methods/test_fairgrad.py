@@ -57,7 +57,8 @@ def test_zero_gradient_task_gets_zero_weight():
 
 
 def test_heads_get_plain_gradients():
-    assert M.lookup("fairgrad").weights_heads is False
+    result = M.create("fairgrad", tasks=["a", "b"]).weights(torch.eye(2, dtype=torch.float64), torch.ones(2))
+    torch.testing.assert_close(result.for_heads, torch.ones(2, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("bad", [{"alpha": 0.0}, {"alpha": -1.0}, {"alpha": float("inf")}, {"max_norm": -0.5}])

@@ -8,11 +8,12 @@ import repmtl
 from repmtl.methods.graddrop import GradDrop, positive_sign_purity
 from tests.conftest import tiny_losses, tiny_model
 from tests.methods._helpers import torch_jacobians as jacobians
+from tests.methods._helpers import context
 
 
 def _direction(method, jac, seed=0, **kw):
     torch.manual_seed(seed)
-    return method.direction(jac, torch.ones(jac.shape[0], dtype=jac.dtype), **kw)
+    return method.aggregate(jac, context(torch.ones(jac.shape[0], dtype=jac.dtype), **kw))
 
 
 def test_sign_purity_formula():

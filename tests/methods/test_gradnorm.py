@@ -34,7 +34,7 @@ def test_training_rates_enter_the_target():
     # norms = 1, w = 1: grads sign(1 − target) = (+1, −1)
     torch.testing.assert_close(_grad_of_w(method, np.eye(2).tolist(), [1.0, 4.0]), torch.tensor([1.0, -1.0]))
     assert method.info["grad_norm_target"].numpy() == pytest.approx([(2 / 3) ** 1.5, (4 / 3) ** 1.5])
-    torch.testing.assert_close(method.initial_losses, torch.tensor([2.0, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(method.state.initial_losses, torch.tensor([2.0, 4.0], dtype=torch.float64))
 
 
 def test_weights_are_renormalised_to_sum_t_and_kept_positive():
@@ -73,9 +73,10 @@ def test_backward_weights_network_and_trains_only_w_through_l_grad(batch):
     torch.testing.assert_close(method.loss_weights.grad, expected.float())
 
 
-def test_scope_defaults_to_the_last_shared_layer():
-    assert M.create("gradnorm").scope == "last_layer"
-    assert M.create("gradnorm", scope="all").scope == "all"
+def test_level_defaults_to_the_last_shared_layer():
+    assert M.default_level(M.lookup("gradnorm")) == "last_layer"
+    assert M.create("gradnorm").resolve_level(None) == "last_layer"
+    assert M.create("gradnorm").resolve_level("parameters") == "parameters"  # every shared parameter
 
 
 def test_state_dict_round_trip():
@@ -83,8 +84,8 @@ def test_state_dict_round_trip():
     _grad_of_w(a, [[4.0, 0.0], [0.0, 1.0]], [1.0, 2.0])
     b = _gradnorm()
     b.load_state_dict(a.state_dict())
-    assert b.steps == 1
-    torch.testing.assert_close(b.initial_losses, a.initial_losses)
+    assert b.state.steps == 1
+    torch.testing.assert_close(b.state.initial_losses, a.state.initial_losses)
     torch.testing.assert_close(
         _grad_of_w(b, [[1.0, 0.0], [0.0, 1.0]], [0.5, 2.0]), _grad_of_w(a, [[1.0, 0.0], [0.0, 1.0]], [0.5, 2.0])
     )

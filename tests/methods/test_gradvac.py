@@ -13,6 +13,7 @@ from repmtl.methods.gradvac import GradVac, vaccine_coefficients
 from tests.conftest import tiny_losses, tiny_model
 from tests.methods._helpers import task_names as _names
 from tests.methods._helpers import torch_jacobians as jacobians
+from tests.methods._helpers import context
 
 
 def _cos(a, b):
@@ -48,17 +49,17 @@ def reference_gradvac(jac, segments, goal, beta, seed):
 def test_hand_case_two_conflicting_tasks():
     jac = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
     method = GradVac(beta=0.01, granularity="model").bind(["a", "b"])
-    out = method.direction(jac, torch.ones(2))
+    out = method.aggregate(jac, context(torch.ones(2)))
     # goal 0: g_a += ½ g_b → [½, ½] ⟂ g_b; g_b += g_a → [0, 1] ⟂ g_a; sum [½, 3/2]
     torch.testing.assert_close(out, torch.tensor([0.5, 1.5], dtype=torch.float64))
     phi = -1 / math.sqrt(2)
     expected_goal = torch.tensor([[0.0, 0.01 * phi], [0.01 * phi, 0.0]], dtype=torch.float64)
-    torch.testing.assert_close(method.goal[:, :, 0], expected_goal)
+    torch.testing.assert_close(method.state.goal[:, :, 0], expected_goal)
 
 
 def test_agreeing_gradients_are_untouched():
     jac = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)
-    out = GradVac().bind(["a", "b"]).direction(jac, torch.ones(2))
+    out = GradVac().bind(["a", "b"]).aggregate(jac, context(torch.ones(2)))
     torch.testing.assert_close(out, jac.sum(0))
 
 
@@ -95,19 +96,19 @@ def test_matches_vector_space_reference_over_steps(granularity):
         jac[1] = -0.8 * jac[0] + 0.3 * jac[1]  # conflicts, so corrections happen
         expected, goal = reference_gradvac(jac, groups, goal, 0.3, seed=step)
         torch.manual_seed(step)
-        out = method.direction(jac, torch.ones(3), segments)
+        out = method.aggregate(jac, context(torch.ones(3), segments))
         torch.testing.assert_close(out, expected)
-        torch.testing.assert_close(method.goal, goal)
+        torch.testing.assert_close(method.state.goal, goal)
 
 
 def test_ema_only_on_correction_variant():
     jac = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)  # no conflict, φ = 0.8 > 0
     always = GradVac(beta=0.5).bind(["a", "b"])
     lazy = GradVac(beta=0.5, ema="on_correction").bind(["a", "b"])
-    always.direction(jac, torch.ones(2))
-    lazy.direction(jac, torch.ones(2))
-    assert always.goal[0, 1, 0].item() == pytest.approx(0.4)
-    assert lazy.goal[0, 1, 0].item() == 0.0
+    always.aggregate(jac, context(torch.ones(2)))
+    lazy.aggregate(jac, context(torch.ones(2)))
+    assert always.state.goal[0, 1, 0].item() == pytest.approx(0.4)
+    assert lazy.state.goal[0, 1, 0].item() == 0.0
 
 
 @settings(max_examples=40, deadline=None)
@@ -115,9 +116,9 @@ def test_ema_only_on_correction_variant():
 def test_finite_on_random_jacobians(jac, steps):
     method = GradVac(beta=0.5).bind(_names(jac.shape[0]))
     for _ in range(steps):
-        out = method.direction(jac, torch.ones(jac.shape[0]), [jac.shape[1]])
+        out = method.aggregate(jac, context(torch.ones(jac.shape[0]), [jac.shape[1]]))
         assert torch.isfinite(out).all()
-        assert torch.isfinite(method.goal).all() and (method.goal.abs() <= 1 + 1e-12).all()
+        assert torch.isfinite(method.state.goal).all() and (method.state.goal.abs() <= 1 + 1e-12).all()
 
 
 @settings(max_examples=30, deadline=None)
@@ -128,10 +129,10 @@ def test_two_task_permutation_invariance(jac, steps):
     a = GradVac(beta=0.5).bind(["a", "b"])
     b = GradVac(beta=0.5).bind(["b", "a"])
     for _ in range(steps):
-        out_a = a.direction(jac, torch.ones(2))
-        out_b = b.direction(jac.flip(0), torch.ones(2))
+        out_a = a.aggregate(jac, context(torch.ones(2)))
+        out_b = b.aggregate(jac.flip(0), context(torch.ones(2)))
         torch.testing.assert_close(out_a, out_b, atol=1e-12 * max(1.0, jac.abs().max().item()) * 10, rtol=1e-9)
-    torch.testing.assert_close(a.goal, b.goal.flip(0).flip(1))
+    torch.testing.assert_close(a.state.goal, b.state.goal.flip(0).flip(1))
 
 
 def _conflicting(step):
@@ -145,7 +146,7 @@ def test_state_round_trip():
     segments = [5, 3]
     first = GradVac(beta=0.2).bind(_names(3))
     for step in range(3):
-        first.direction(_conflicting(step), torch.ones(3), segments)
+        first.aggregate(_conflicting(step), context(torch.ones(3), segments))
     saved = copy.deepcopy(first.state_dict())
     resumed = GradVac(beta=0.2).bind(_names(3))
     resumed.load_state_dict(saved)
@@ -153,7 +154,7 @@ def test_state_round_trip():
     outputs = []
     for m in (first, resumed, fresh):
         torch.manual_seed(7)
-        outputs.append(m.direction(_conflicting(3), torch.ones(3), segments))
+        outputs.append(m.aggregate(_conflicting(3), context(torch.ones(3), segments)))
     torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
     assert not torch.allclose(outputs[2], outputs[0])  # the goals matter: the test can fail
     unbound = GradVac(beta=0.2)
@@ -163,9 +164,9 @@ def test_state_round_trip():
 
 def test_changing_the_parameter_groups_is_refused():
     method = GradVac().bind(["a", "b"])
-    method.direction(torch.randn(2, 6, dtype=torch.float64), torch.ones(2), [3, 3])
+    method.aggregate(torch.randn(2, 6, dtype=torch.float64), context(torch.ones(2), [3, 3]))
     with pytest.raises(ValueError, match="parameter groups"):
-        method.direction(torch.randn(2, 6, dtype=torch.float64), torch.ones(2), [6])
+        method.aggregate(torch.randn(2, 6, dtype=torch.float64), context(torch.ones(2), [6]))
 
 
 @pytest.mark.parametrize("granularity", ["tensor", "model"])
@@ -180,6 +181,6 @@ def test_backward_updates_every_parameter(level, granularity):
         out, losses = tiny_losses(model, x)
         repmtl.backward(losses, representation=out.representation, method=method, level=level)
     expected_groups = len(list(model.shared_parameters())) if (level == "parameters" and granularity == "tensor") else 1
-    assert method.goal.shape == (2, 2, expected_groups)
+    assert method.state.goal.shape == (2, 2, expected_groups)
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name

@@ -19,13 +19,13 @@ def _log(values):
 
 def test_schedule_and_formula():
     method = IGBv1(base_epoch=1).bind(["a", "b"])
-    torch.testing.assert_close(method.weights(None, _log([9.0, 9.0])), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(method.weights(_log([9.0, 9.0])), torch.ones(2, dtype=torch.float64))
     method.end_epoch()  # epoch 0 is not the base epoch
     for values in ([2.0, 1.0], [4.0, 3.0]):
-        torch.testing.assert_close(method.weights(None, _log(values)), torch.ones(2, dtype=torch.float64))
+        torch.testing.assert_close(method.weights(_log(values)), torch.ones(2, dtype=torch.float64))
     method.end_epoch()
-    torch.testing.assert_close(method.base_losses, torch.tensor([3.0, 2.0], dtype=torch.float64))
-    w = method.weights(None, _log([1.5, 2.0]))  # L / L_base = [0.5, 1.0]
+    torch.testing.assert_close(method.state.base_losses, torch.tensor([3.0, 2.0], dtype=torch.float64))
+    w = method.weights(_log([1.5, 2.0]))  # L / L_base = [0.5, 1.0]
     torch.testing.assert_close(w, 2 * torch.softmax(torch.tensor([0.5, 1.0], dtype=torch.float64), 0))
     assert w[1] > w[0]  # the task with the larger remaining gap gets more weight
 
@@ -34,22 +34,22 @@ def test_schedule_and_formula():
 @given(st.integers(1, 4), st.integers(0, 2**31 - 1), st.sampled_from([1e-8, 1.0, 1e8]))
 def test_finite_and_permutation_equivariant(tasks, seed, scale):
     a, _ = assert_log_loss_weights_equivariant(lambda names: IGBv1(base_epoch=0).bind(names), tasks, seed, scale)
-    assert a.has_base
+    assert a.state.has_base
 
 
 def test_state_round_trip_during_the_base_epoch():
     first = IGBv1(base_epoch=0).bind(["a", "b"])
-    first.weights(None, _log([2.0, 4.0]))
+    first.weights(_log([2.0, 4.0]))
     saved = copy.deepcopy(first.state_dict())
     resumed = IGBv1(base_epoch=0).bind(["a", "b"])
     resumed.load_state_dict(saved)
     fresh = IGBv1(base_epoch=0).bind(["a", "b"])
     for m in (first, resumed, fresh):
-        m.weights(None, _log([4.0, 2.0]))
+        m.weights(_log([4.0, 2.0]))
         m.end_epoch()
-    out = first.weights(None, _log([1.0, 1.0]))
-    torch.testing.assert_close(resumed.weights(None, _log([1.0, 1.0])), out, rtol=0, atol=0)
-    assert not torch.allclose(fresh.weights(None, _log([1.0, 1.0])), out)
+    out = first.weights(_log([1.0, 1.0]))
+    torch.testing.assert_close(resumed.weights(_log([1.0, 1.0])), out, rtol=0, atol=0)
+    assert not torch.allclose(fresh.weights(_log([1.0, 1.0])), out)
 
 
 @pytest.mark.parametrize("level", ["parameters", "representation"])

@@ -19,7 +19,7 @@ def _log(values):
 
 def _step(method, values, seed):
     torch.manual_seed(seed)
-    return method.weights(None, _log(values))
+    return method.weights(_log(values))
 
 
 def test_random_phase_draws_rlw_weights():
@@ -34,16 +34,16 @@ def test_random_phase_draws_rlw_weights():
 def test_transitions_and_gap_reduction_reward(scale):
     method = IGBv2(base_epoch=0, random_epochs=100, update_after_epochs=100, reward_scale=scale, **SMALL).bind(["a", "b"])
     w0 = _step(method, [2.0, 4.0], seed=0)  # epoch 0: base epoch, no transition yet
-    assert method.replay_size == 0
+    assert method.state.agent.replay_size == 0
     method.end_epoch()
-    torch.testing.assert_close(method.base_losses, torch.tensor([2.0, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(method.state.base_losses, torch.tensor([2.0, 4.0], dtype=torch.float64))
     _step(method, [1.0, 3.0], seed=1)
-    assert method.replay_size == 1
-    torch.testing.assert_close(method.replay_state[0], torch.tensor([2.0, 4.0]))
-    torch.testing.assert_close(method.replay_action[0], w0.float())
-    torch.testing.assert_close(method.replay_next_state[0], torch.tensor([1.0, 3.0]))
+    assert method.state.agent.replay_size == 1
+    torch.testing.assert_close(method.state.agent.replay_state[0], torch.tensor([2.0, 4.0]))
+    torch.testing.assert_close(method.state.agent.replay_action[0], w0.float())
+    torch.testing.assert_close(method.state.agent.replay_next_state[0], torch.tensor([1.0, 3.0]))
     # reward = min_t (L_prev − L_now)/L_base = min(½, ¼)
-    assert method.replay_reward[0, 0].item() == pytest.approx(0.25 * scale)
+    assert method.state.agent.replay_reward[0, 0].item() == pytest.approx(0.25 * scale)
 
 
 def test_training_schedule_and_actor_phase():
@@ -52,14 +52,14 @@ def test_training_schedule_and_actor_phase():
         _step(method, [2.0 - 0.1 * seed, 1.0], seed)
     method.end_epoch()
     _step(method, [1.5, 0.9], 3)  # step 3: transition stored, 3 % 2 ≠ 0: no training
-    assert method.sac_updates == 0 and method.replay_size == 1
+    assert method.state.agent.updates == 0 and method.state.agent.replay_size == 1
     w = _step(method, [1.4, 0.8], 4)  # step 4: k = 1 + 2/8, ⌊2k/2⌋ = 1 update
-    assert method.sac_updates == 1 and method.replay_size == 2
+    assert method.state.agent.updates == 1 and method.state.agent.replay_size == 2
     assert method.info["phase"] == "sac"
     assert torch.isfinite(w).all() and (w > 0).all() and abs(w.sum().item() - 2) < 1e-5
-    for p in [*method.actor.parameters(), *method.critic.parameters(), method.log_alpha]:
+    for p in [*method.agent.actor.parameters(), *method.agent.critic.parameters(), method.agent.log_alpha]:
         assert p.grad is None  # nothing left for an outside optimizer
-    assert method.log_alpha.item() != pytest.approx(torch.log(torch.tensor(0.2)).item())  # the temperature trained
+    assert method.agent.log_alpha.item() != pytest.approx(torch.log(torch.tensor(0.2)).item())  # the temperature trained
 
 
 def _run(method, start, stop):
@@ -75,13 +75,13 @@ def test_state_round_trip_after_training(one_thread):
     config = dict(base_epoch=0, random_epochs=1, update_after_epochs=1, **SMALL)
     first = IGBv2(**config).bind(["a", "b"])
     _run(first, 0, 9)
-    assert first.sac_updates > 0
+    assert first.state.agent.updates > 0
     saved = copy.deepcopy(first.state_dict())
     resumed = IGBv2(**config).bind(["a", "b"])
     resumed.load_state_dict(saved)
     broken = IGBv2(**config).bind(["a", "b"])
     broken.load_state_dict(saved)
-    broken.critic_optimizer = torch.optim.Adam(broken.critic.parameters(), lr=broken.sac_lr)  # lose its moments
+    broken.agent.critic_optimizer = torch.optim.Adam(broken.agent.critic.parameters(), lr=broken.sac_lr)  # lose its moments
     expected = _run(first, 9, 15)
     for a, b in zip(_run(resumed, 9, 15), expected):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -96,7 +96,7 @@ def test_unbound_instance_binds_from_the_checkpoint():
     _step(first, [1.0, 1.0], 0)
     fresh = IGBv2(**SMALL)
     fresh.load_state_dict(copy.deepcopy(first.state_dict()))
-    assert fresh.task_names == ("a", "b") and fresh.steps == 1
+    assert fresh.task_names == ("a", "b") and fresh.state.steps == 1
 
 
 def test_non_finite_actor_falls_back_to_equal_weights(caplog):
@@ -104,13 +104,13 @@ def test_non_finite_actor_falls_back_to_equal_weights(caplog):
     _step(method, [2.0, 1.0], 0)
     method.end_epoch()
     with torch.no_grad():
-        method.actor.mu.weight.fill_(float("nan"))
+        method.agent.actor.mu.weight.fill_(float("nan"))
     w = _step(method, [1.9, 0.9], 1)  # step 1: no training (odd step), actor output is NaN
     torch.testing.assert_close(w, torch.ones(2, dtype=torch.float64))
     assert bool(method.info["fallback"])
     with caplog.at_level(logging.WARNING, logger="repmtl.methods.igbv2"):
         w = _step(method, [1.8, 0.8], 2)  # even step: training sees NaN losses
-    assert method.sac_diverged and "non-finite" in caplog.text
+    assert method.state.sac_diverged and "non-finite" in caplog.text
     torch.testing.assert_close(w, torch.ones(2, dtype=torch.float64))
     torch.testing.assert_close(_step(method, [1.7, 0.7], 3), torch.ones(2, dtype=torch.float64))
 
@@ -132,14 +132,14 @@ def test_the_agent_learns_to_favour_a_rewarded_action(one_thread):
     state = torch.tensor([1.0, 1.0])
     for _ in range(256):
         action = 2 * torch.softmax(torch.randn(2), 0)
-        method._store(state, action, action[0] / 2, state)
+        method.agent.store(state, action, action[0] / 2, state)
     with torch.no_grad():
-        before = method.actor(state.unsqueeze(0), deterministic=True)[0][0, 0].item()
+        before = method.agent.actor(state.unsqueeze(0), deterministic=True)[0][0, 0].item()
     with torch.enable_grad():
         for _ in range(60):
-            method._train_once(32)
+            method.agent.train_burst(steps=1, batch_size=32)  # full buffer, k = 2: one update of 32 samples
     with torch.no_grad():
-        after = method.actor(state.unsqueeze(0), deterministic=True)[0][0, 0].item()
+        after = method.agent.actor(state.unsqueeze(0), deterministic=True)[0][0, 0].item()
     assert after > before + 0.3 and after > 1.4
 
 
@@ -157,7 +157,7 @@ def test_backward_updates_every_parameter(level):
         sgd.step()
         if step == 1:
             method.end_epoch()
-    assert method.sac_updates > 0 and method.info["phase"] == "sac"
+    assert method.state.agent.updates > 0 and method.info["phase"] == "sac"
     torch.testing.assert_close(record.head_weights, record.weights)
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name

@@ -12,7 +12,7 @@ def test_weights_are_exp_of_the_scales_with_their_graph():
     method = M.create("imtl-l", tasks=["a", "b"])
     with torch.no_grad():
         method.log_scale.copy_(torch.tensor([0.5, -1.0]))
-    w = method.weights(None, torch.ones(2, dtype=torch.float64))
+    w = method.weights(torch.ones(2, dtype=torch.float64))
     torch.testing.assert_close(w, torch.exp(torch.tensor([0.5, -1.0], dtype=torch.float64)))
     assert w.requires_grad
 

@@ -11,6 +11,7 @@ from repmtl.methods.metabalance import MetaBalance
 from tests.conftest import tiny_losses, tiny_model
 from tests.methods._helpers import task_names as _names
 from tests.methods._helpers import torch_jacobians
+from tests.methods._helpers import context
 
 
 def jacobians(**kwargs):
@@ -51,7 +52,7 @@ def reference(jacs, segments, relax, beta, strategy="both", target=0):
 def test_hand_case(strategy, expected):
     # target norm 5, auxiliary norm 10: factor 0.7·½ + 0.3 = 0.65 when adapted
     jac = torch.tensor([[3.0, 4.0], [0.0, 10.0]], dtype=torch.float64)
-    out = MetaBalance(strategy=strategy).bind(["main", "aux"]).direction(jac, torch.ones(2), [2])
+    out = MetaBalance(strategy=strategy).bind(["main", "aux"]).aggregate(jac, context(torch.ones(2), [2]))
     torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float64))
 
 
@@ -62,12 +63,12 @@ def test_matches_reference_over_steps(strategy):
     method = MetaBalance(relax_factor=0.6, beta=0.8, strategy=strategy).bind(_names(3))
     expected = reference(jacs, [4, 5], 0.6, 0.8, strategy)
     for jac, e in zip(jacs, expected):
-        torch.testing.assert_close(method.direction(jac, torch.ones(3), [4, 5]), e)
+        torch.testing.assert_close(method.aggregate(jac, context(torch.ones(3), [4, 5])), e)
 
 
 def test_target_by_name_and_validation():
     jac = torch.tensor([[0.0, 10.0], [3.0, 4.0]], dtype=torch.float64)
-    out = MetaBalance(target="main").bind(["aux", "main"]).direction(jac, torch.ones(2), [2])
+    out = MetaBalance(target="main").bind(["aux", "main"]).aggregate(jac, context(torch.ones(2), [2]))
     torch.testing.assert_close(out, torch.tensor([3.0, 10.5], dtype=torch.float64))
     with pytest.raises(ValueError, match="not one of"):
         MetaBalance(target="x").bind(["a", "b"])
@@ -80,16 +81,16 @@ def test_target_by_name_and_validation():
 def test_properties_over_random_jacobians(case):
     jac, segments = case
     tasks = jac.shape[0]
-    out = MetaBalance().bind(_names(tasks)).direction(jac, torch.ones(tasks), segments)
+    out = MetaBalance().bind(_names(tasks)).aggregate(jac, context(torch.ones(tasks), segments))
     assert torch.isfinite(out).all()
     # exact scale equivariance
-    torch.testing.assert_close(MetaBalance().bind(_names(tasks)).direction(3.0 * jac, torch.ones(tasks), segments), 3.0 * out)
+    torch.testing.assert_close(MetaBalance().bind(_names(tasks)).aggregate(3.0 * jac, context(torch.ones(tasks), segments)), 3.0 * out)
     # relax factor 0: the plain sum
-    torch.testing.assert_close(MetaBalance(relax_factor=0.0).bind(_names(tasks)).direction(jac, torch.ones(tasks), segments), jac.sum(0))
+    torch.testing.assert_close(MetaBalance(relax_factor=0.0).bind(_names(tasks)).aggregate(jac, context(torch.ones(tasks), segments)), jac.sum(0))
     # auxiliary tasks are interchangeable
     if tasks >= 3:
         perm = torch.tensor([0, *reversed(range(1, tasks))])
-        torch.testing.assert_close(MetaBalance().bind(_names(tasks)).direction(jac[perm], torch.ones(tasks), segments), out)
+        torch.testing.assert_close(MetaBalance().bind(_names(tasks)).aggregate(jac[perm], context(torch.ones(tasks), segments)), out)
 
 
 @settings(max_examples=30, deadline=None)
@@ -100,9 +101,9 @@ def test_full_relaxation_matches_the_target_norm_per_tensor(case):
     jac, segments = case
     tasks = jac.shape[0]
     method = MetaBalance(relax_factor=1.0).bind(_names(tasks))
-    method.direction(jac, torch.ones(tasks), segments)
+    method.aggregate(jac, context(torch.ones(tasks), segments))
     for g, block in enumerate(jac.split(segments, dim=1)):
-        factors = method.scales(method.norm_average)[:, g]
+        factors = method.scales(method.state.norm_average)[:, g]
         target = block[0].norm()
         for i in range(1, tasks):
             if block[i].norm() > 0:
@@ -114,13 +115,13 @@ def test_state_round_trip():
     jacs = [torch.randn(3, 7, generator=gen, dtype=torch.float64) * (k + 1) for k in range(4)]
     first = MetaBalance().bind(_names(3))
     for jac in jacs[:3]:
-        first.direction(jac, torch.ones(3), [3, 4])
+        first.aggregate(jac, context(torch.ones(3), [3, 4]))
     saved = copy.deepcopy(first.state_dict())
     resumed = MetaBalance().bind(_names(3))
     resumed.load_state_dict(saved)
-    out = first.direction(jacs[3], torch.ones(3), [3, 4])
-    torch.testing.assert_close(resumed.direction(jacs[3], torch.ones(3), [3, 4]), out, rtol=0, atol=0)
-    fresh = MetaBalance().bind(_names(3)).direction(jacs[3], torch.ones(3), [3, 4])
+    out = first.aggregate(jacs[3], context(torch.ones(3), [3, 4]))
+    torch.testing.assert_close(resumed.aggregate(jacs[3], context(torch.ones(3), [3, 4])), out, rtol=0, atol=0)
+    fresh = MetaBalance().bind(_names(3)).aggregate(jacs[3], context(torch.ones(3), [3, 4]))
     assert not torch.allclose(fresh, out)
 
 
@@ -135,6 +136,6 @@ def test_backward_updates_every_parameter(level):
         out, losses = tiny_losses(model, x)
         repmtl.backward(losses, representation=out.representation, method=method, level=level)
     groups = len(list(model.shared_parameters())) if level == "parameters" else 1
-    assert method.norm_average.shape == (2, groups)
+    assert method.state.norm_average.shape == (2, groups)
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name

@@ -13,6 +13,7 @@ from repmtl.methods.moco import MoCo, project_to_simplex
 from tests.conftest import tiny_losses, tiny_model
 from tests.methods._helpers import task_names as _names
 from tests.methods._helpers import torch_jacobians as jacobians
+from tests.methods._helpers import context
 
 
 def simplex_by_bisection(v, iters=200):
@@ -53,9 +54,9 @@ def test_first_step_by_hand():
     # y = ½ g; YYᵀ = diag(¼, 1); λ − 0.1·(YYᵀ)λ = [0.4875, 0.45]; update = Yᵀ softmax(·)
     jac = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
     method = MoCo(gradient_normalization="none").bind(["a", "b"])
-    out = method.direction(jac, torch.ones(2, dtype=torch.float64))
+    out = method.aggregate(jac, context(torch.ones(2, dtype=torch.float64)))
     lam = torch.softmax(torch.tensor([0.4875, 0.45], dtype=torch.float64), 0)
-    torch.testing.assert_close(method.lambd, lam)
+    torch.testing.assert_close(method.state.lambd, lam)
     torch.testing.assert_close(out, torch.tensor([0.5 * lam[0], lam[1]], dtype=torch.float64))
 
 
@@ -68,7 +69,7 @@ def test_matches_reference_over_steps(projection, normalization):
                   gradient_normalization=normalization).bind(_names(3))
     expected = reference_moco(jacs, [loss.numpy() for loss in losses], 0.5, 0.5, 2.0, 0.5, 0.1, projection, normalization)
     for jac, loss, e in zip(jacs, losses, expected):
-        out = method.direction(jac, loss, None)
+        out = method.aggregate(jac, context(loss))
         np.testing.assert_allclose(out.numpy(), e, rtol=1e-9, atol=1e-12)
 
 
@@ -95,16 +96,16 @@ def test_properties_over_random_jacobians(jac, projection, normalization):
     b = MoCo(projection=projection, gradient_normalization=normalization).bind(_names(tasks))
     perm = torch.arange(tasks - 1, -1, -1)
     for _ in range(3):
-        out = a.direction(jac, losses)
+        out = a.aggregate(jac, context(losses))
         assert torch.isfinite(out).all()
-        assert torch.isfinite(a.lambd).all() and abs(a.lambd.sum().item() - 1) < 1e-9 and (a.lambd >= 0).all()
+        assert torch.isfinite(a.state.lambd).all() and abs(a.state.lambd.sum().item() - 1) < 1e-9 and (a.state.lambd >= 0).all()
         # permutation equivariance: same update, permuted λ
-        torch.testing.assert_close(b.direction(jac[perm], losses[perm]), out, atol=1e-12 * max(1.0, jac.abs().max().item()), rtol=1e-9)
+        torch.testing.assert_close(b.aggregate(jac[perm], context(losses[perm])), out, atol=1e-12 * max(1.0, jac.abs().max().item()), rtol=1e-9)
         # λ itself is equivariant up to how ties between identical tasks are split (summation
         # order differs after the permutation): compare the total λ of each group of equal rows
         groups = torch.tensor([min(j for j in range(tasks) if torch.equal(jac[j], jac[i])) for i in range(tasks)])
-        total_a = torch.zeros(tasks, dtype=a.lambd.dtype).index_add_(0, groups, a.lambd)
-        total_b = torch.zeros(tasks, dtype=b.lambd.dtype).index_add_(0, groups[perm], b.lambd)
+        total_a = torch.zeros(tasks, dtype=a.state.lambd.dtype).index_add_(0, groups, a.state.lambd)
+        total_b = torch.zeros(tasks, dtype=b.state.lambd.dtype).index_add_(0, groups[perm], b.state.lambd)
         torch.testing.assert_close(total_b, total_a)
 
 
@@ -113,13 +114,13 @@ def test_state_round_trip():
     jacs = [torch.randn(2, 5, generator=gen, dtype=torch.float64) for _ in range(4)]
     first = MoCo().bind(["a", "b"])
     for jac in jacs[:3]:
-        first.direction(jac, torch.ones(2, dtype=torch.float64))
+        first.aggregate(jac, context(torch.ones(2, dtype=torch.float64)))
     saved = copy.deepcopy(first.state_dict())
     resumed = MoCo().bind(["a", "b"])
     resumed.load_state_dict(saved)
-    out = first.direction(jacs[3], torch.ones(2, dtype=torch.float64))
-    torch.testing.assert_close(resumed.direction(jacs[3], torch.ones(2, dtype=torch.float64)), out, rtol=0, atol=0)
-    assert not torch.allclose(MoCo().bind(["a", "b"]).direction(jacs[3], torch.ones(2, dtype=torch.float64)), out)
+    out = first.aggregate(jacs[3], context(torch.ones(2, dtype=torch.float64)))
+    torch.testing.assert_close(resumed.aggregate(jacs[3], context(torch.ones(2, dtype=torch.float64))), out, rtol=0, atol=0)
+    assert not torch.allclose(MoCo().bind(["a", "b"]).aggregate(jacs[3], context(torch.ones(2, dtype=torch.float64))), out)
 
 
 def test_representation_level_is_refused_and_parameter_level_updates_everything():
@@ -141,7 +142,7 @@ def test_representation_level_is_refused_and_parameter_level_updates_everything(
 def test_loss_normalisation_uses_the_loss_magnitude():
     """A log-transformed loss can be negative; it must not flip the task's gradient."""
     jac = torch.tensor([[1.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
-    a = MoCo().bind(["a", "b"]).direction(jac, torch.tensor([-0.5, -2.0], dtype=torch.float64))
-    b = MoCo().bind(["a", "b"]).direction(jac, torch.tensor([0.5, 2.0], dtype=torch.float64))
+    a = MoCo().bind(["a", "b"]).aggregate(jac, context(torch.tensor([-0.5, -2.0], dtype=torch.float64)))
+    b = MoCo().bind(["a", "b"]).aggregate(jac, context(torch.tensor([0.5, 2.0], dtype=torch.float64)))
     torch.testing.assert_close(a, b)
     assert (a >= 0).all()

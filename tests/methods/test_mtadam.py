@@ -12,6 +12,7 @@ from repmtl.methods.mtadam import MTAdam
 from tests.conftest import tiny_losses, tiny_model
 from tests.methods._helpers import task_names as _names
 from tests.methods._helpers import torch_jacobians
+from tests.methods._helpers import context
 
 
 def jacobians(**kwargs):
@@ -63,7 +64,7 @@ class ReferenceMTAdam:
 def test_first_step_hand_case():
     # first step: m̂ = g̃, v̂ = g̃², so step = Σ_i g̃_i / max_i(|g̃_i| + ε)
     jac = torch.tensor([[1.0, 2.0], [0.0, 20.0]], dtype=torch.float64)
-    out = MTAdam().bind(["a", "b"]).direction(jac, torch.ones(2), [2])
+    out = MTAdam().bind(["a", "b"]).aggregate(jac, context(torch.ones(2), [2]))
     anchor = 5**0.5
     scaled_b = torch.tensor([0.0, anchor], dtype=torch.float64)  # g_b · ‖g_a‖/‖g_b‖
     expected = (jac[0] + scaled_b) / (torch.maximum(jac[0].abs(), scaled_b.abs()) + 1e-8)
@@ -79,7 +80,7 @@ def test_matches_the_official_arithmetic_over_steps(ranks):
     ref = ReferenceMTAdam(3, [4, 2, 5], ranks=ranks)
     for _ in range(5):
         jac = torch.randn(3, 11, generator=gen, dtype=torch.float64) * scales
-        torch.testing.assert_close(method.direction(jac, torch.ones(3), [4, 2, 5]), ref(jac))
+        torch.testing.assert_close(method.aggregate(jac, context(torch.ones(3), [4, 2, 5])), ref(jac))
 
 
 def test_sgd_on_the_direction_applies_the_mtadam_step():
@@ -92,7 +93,7 @@ def test_sgd_on_the_direction_applies_the_mtadam_step():
     gen = torch.Generator().manual_seed(2)
     for _ in range(3):
         jac = torch.randn(2, 6, generator=gen, dtype=torch.float64) * torch.tensor([[1.0], [50.0]], dtype=torch.float64)
-        theta.grad = method.direction(jac, torch.ones(2), [6])
+        theta.grad = method.aggregate(jac, context(torch.ones(2), [6]))
         sgd.step()
         expected -= lr * ref(jac)
     torch.testing.assert_close(theta.detach(), expected)
@@ -104,7 +105,7 @@ def test_finite_on_random_jacobians(case, steps):
     jac, segments = case
     method = MTAdam().bind(_names(jac.shape[0]))
     for _ in range(steps):
-        assert torch.isfinite(method.direction(jac, torch.ones(jac.shape[0]), segments)).all()
+        assert torch.isfinite(method.aggregate(jac, context(torch.ones(jac.shape[0]), segments))).all()
 
 
 @settings(max_examples=30, deadline=None)
@@ -119,7 +120,7 @@ def test_non_anchor_tasks_are_interchangeable(case, steps):
     a, b = MTAdam().bind(_names(tasks)), MTAdam().bind(_names(tasks))
     for _ in range(steps):
         torch.testing.assert_close(
-            a.direction(jac, torch.ones(tasks), segments), b.direction(jac[perm], torch.ones(tasks), segments)
+            a.aggregate(jac, context(torch.ones(tasks), segments)), b.aggregate(jac[perm], context(torch.ones(tasks), segments))
         )
 
 
@@ -128,13 +129,13 @@ def test_state_round_trip():
     jacs = [torch.randn(2, 7, generator=gen, dtype=torch.float64) * torch.tensor([[1.0], [9.0]]) for _ in range(4)]
     first = MTAdam().bind(["a", "b"])
     for jac in jacs[:3]:
-        first.direction(jac, torch.ones(2), [3, 4])
+        first.aggregate(jac, context(torch.ones(2), [3, 4]))
     saved = copy.deepcopy(first.state_dict())
     resumed = MTAdam().bind(["a", "b"])
     resumed.load_state_dict(saved)
-    out = first.direction(jacs[3], torch.ones(2), [3, 4])
-    torch.testing.assert_close(resumed.direction(jacs[3], torch.ones(2), [3, 4]), out, rtol=0, atol=0)
-    assert not torch.allclose(MTAdam().bind(["a", "b"]).direction(jacs[3], torch.ones(2), [3, 4]), out)
+    out = first.aggregate(jacs[3], context(torch.ones(2), [3, 4]))
+    torch.testing.assert_close(resumed.aggregate(jacs[3], context(torch.ones(2), [3, 4])), out, rtol=0, atol=0)
+    assert not torch.allclose(MTAdam().bind(["a", "b"]).aggregate(jacs[3], context(torch.ones(2), [3, 4])), out)
 
 
 def test_representation_level_is_refused():

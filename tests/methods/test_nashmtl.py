@@ -104,7 +104,7 @@ def test_state_dict_round_trip():
     restored.load_state_dict(method.state_dict())
     k = gram(rng.standard_normal((3, 5)))
     np.testing.assert_array_equal(weights_of(restored, k), weights_of(method, k))
-    assert restored.step == method.step == 4
+    assert restored.state.step == method.state.step == 4
 
 
 @pytest.mark.parametrize("bad", [{"max_norm": -1.0}, {"update_weights_every": 0}, {"max_iter": 0}, {"tol": 0.0}])

@@ -16,7 +16,7 @@ from tests.conftest import tiny_losses, tiny_model
 def test_weights_are_softmax_of_a_standard_normal_draw(tasks, seed, scale):
     method = RandomGradientWeighting().bind([f"t{i}" for i in range(tasks)])
     torch.manual_seed(seed)
-    w = method.weights(None, torch.full((tasks,), scale, dtype=torch.float64))
+    w = method.weights(torch.full((tasks,), scale, dtype=torch.float64)).shared
     torch.manual_seed(seed)
     torch.testing.assert_close(w, torch.softmax(torch.randn(tasks, dtype=torch.float64), 0))
     assert torch.isfinite(w).all() and (w > 0).all() and abs(w.sum().item() - 1) < 1e-12
@@ -25,11 +25,11 @@ def test_weights_are_softmax_of_a_standard_normal_draw(tasks, seed, scale):
 def test_weights_change_between_steps_and_ignore_the_losses():
     method = RandomGradientWeighting().bind(["a", "b"])
     torch.manual_seed(0)
-    first = method.weights(None, torch.ones(2))
-    second = method.weights(None, torch.ones(2))
+    first = method.weights(torch.ones(2)).shared
+    second = method.weights(torch.ones(2)).shared
     assert not torch.allclose(first, second)
     torch.manual_seed(0)
-    torch.testing.assert_close(method.weights(None, torch.tensor([5.0, 0.1])), first)
+    torch.testing.assert_close(method.weights(torch.tensor([5.0, 0.1])).shared, first)
 
 
 def _per_task(model, x):

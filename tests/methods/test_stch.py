@@ -20,15 +20,15 @@ def _log(values):
 def test_schedule_and_nadir():
     method = STCH(mu=0.5, warmup_epochs=2).bind(["a", "b"])
     for epoch in range(2):  # warm-up: log-loss equal weighting, nothing recorded
-        torch.testing.assert_close(method.weights(None, _log([5.0, 1.0])), torch.ones(2, dtype=torch.float64))
+        torch.testing.assert_close(method.weights(_log([5.0, 1.0])), torch.ones(2, dtype=torch.float64))
         assert method.info["phase"] == "warmup"
         method.end_epoch()
     for values in ([2.0, 1.0], [4.0, 3.0]):  # accumulation epoch: still w = 1
-        torch.testing.assert_close(method.weights(None, _log(values)), torch.ones(2, dtype=torch.float64))
+        torch.testing.assert_close(method.weights(_log(values)), torch.ones(2, dtype=torch.float64))
         assert method.info["phase"] == "nadir"
     method.end_epoch()
-    torch.testing.assert_close(method.log_nadir, _log([3.0, 2.0]))
-    w = method.weights(None, _log([1.5, 3.0]))  # relative log losses: log ½, log 3/2
+    torch.testing.assert_close(method.state.log_nadir, _log([3.0, 2.0]))
+    w = method.weights(_log([1.5, 3.0]))  # relative log losses: log ½, log 3/2
     expected = 2 * torch.softmax(torch.tensor([torch.log(torch.tensor(0.5)), torch.log(torch.tensor(1.5))], dtype=torch.float64) / 0.5, 0)
     torch.testing.assert_close(w, expected)
     assert method.info["phase"] == "stch"
@@ -40,7 +40,7 @@ def test_weights_are_the_gradient_of_the_official_objective():
     nadir = [1.0, 1.5, 3.0]
     mu = 0.3
     method = STCH(mu=mu, nadir=nadir).bind(["a", "b", "c"])
-    w = method.weights(None, torch.log(losses.detach()))
+    w = method.weights(torch.log(losses.detach()))
     objective = 3 * mu * torch.logsumexp(torch.log(losses / torch.tensor(nadir, dtype=torch.float64)) / mu, 0)
     (grad,) = torch.autograd.grad(objective, losses)
     torch.testing.assert_close(w / losses.detach(), grad)
@@ -48,9 +48,9 @@ def test_weights_are_the_gradient_of_the_official_objective():
 
 def test_small_mu_focuses_on_the_worst_task():
     method = STCH(mu=1e-3, nadir=[1.0, 1.0, 1.0]).bind(["a", "b", "c"])
-    w = method.weights(None, _log([1.0, 1.2, 0.9]))
+    w = method.weights(_log([1.0, 1.2, 0.9]))
     torch.testing.assert_close(w, torch.tensor([0.0, 3.0, 0.0], dtype=torch.float64), atol=1e-6, rtol=0)
-    big = STCH(mu=1e6, nadir=[1.0, 1.0, 1.0]).bind(["a", "b", "c"]).weights(None, _log([1.0, 1.2, 0.9]))
+    big = STCH(mu=1e6, nadir=[1.0, 1.0, 1.0]).bind(["a", "b", "c"]).weights(_log([1.0, 1.2, 0.9]))
     torch.testing.assert_close(big, torch.ones(3, dtype=torch.float64), atol=1e-6, rtol=0)
 
 
@@ -67,26 +67,26 @@ def test_validation():
 @given(st.integers(1, 4), st.integers(0, 2**31 - 1), st.sampled_from([1e-8, 1.0, 1e8]), st.floats(0.01, 10.0))
 def test_finite_and_permutation_equivariant(tasks, seed, scale, mu):
     a, _ = assert_log_loss_weights_equivariant(lambda names: STCH(mu=mu, warmup_epochs=0).bind(names), tasks, seed, scale)
-    assert a.has_nadir
+    assert a.state.has_nadir
 
 
 def test_state_round_trip_in_the_middle_of_the_nadir_epoch():
     first = STCH(warmup_epochs=1).bind(["a", "b"])
-    first.weights(None, _log([1.0, 1.0]))
+    first.weights(_log([1.0, 1.0]))
     first.end_epoch()
-    first.weights(None, _log([2.0, 6.0]))  # half of the accumulation epoch
+    first.weights(_log([2.0, 6.0]))  # half of the accumulation epoch
     saved = copy.deepcopy(first.state_dict())
     resumed = STCH(warmup_epochs=1).bind(["a", "b"])
     resumed.load_state_dict(saved)
     fresh = STCH(warmup_epochs=1).bind(["a", "b"])
     for m in (first, resumed, fresh):
-        m.weights(None, _log([4.0, 2.0]))
+        m.weights(_log([4.0, 2.0]))
         m.end_epoch()
-    torch.testing.assert_close(resumed.log_nadir, first.log_nadir, rtol=0, atol=0)
-    torch.testing.assert_close(resumed.log_nadir, _log([3.0, 4.0]))
-    out = first.weights(None, _log([1.0, 1.0]))
-    torch.testing.assert_close(resumed.weights(None, _log([1.0, 1.0])), out, rtol=0, atol=0)
-    assert fresh.epoch == 1 and not fresh.has_nadir  # a fresh instance is still warming up: the test can fail
+    torch.testing.assert_close(resumed.state.log_nadir, first.state.log_nadir, rtol=0, atol=0)
+    torch.testing.assert_close(resumed.state.log_nadir, _log([3.0, 4.0]))
+    out = first.weights(_log([1.0, 1.0]))
+    torch.testing.assert_close(resumed.weights(_log([1.0, 1.0])), out, rtol=0, atol=0)
+    assert fresh.state.epoch == 1 and not fresh.state.has_nadir  # a fresh instance is still warming up: the test can fail
 
 
 @pytest.mark.parametrize("level", ["parameters", "representation"])

@@ -24,7 +24,7 @@ def test_one_row_per_registered_method():
 def test_row_content_comes_from_the_class():
     row = next(line for line in methods_table_markdown().splitlines() if line.startswith("| `nashmtl` "))
     cells = [c.strip() for c in row.strip("|").split(" | ")]
-    assert cells[1:6] == ["gradient manipulation", "gramian", "**parameters**, representation", "yes", "no"]
+    assert cells[1:6] == ["gradient manipulation", "gramian", "**parameters**, last_layer, representation", "yes", "no"]
     assert "`max_norm=1.0`" in cells[7] and "`update_weights_every=1`" in cells[7]
     mgda_ub = next(line for line in methods_table_markdown().splitlines() if line.startswith("| `mgda-ub` "))
     assert "| **representation** |" in mgda_ub

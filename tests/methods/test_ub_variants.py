@@ -14,7 +14,7 @@ from tests.conftest import tiny_losses, tiny_model
 def test_registered_as_representation_level_subclasses(name, base):
     cls = M.lookup(name)
     assert issubclass(cls, base) and cls is not base
-    assert cls.levels == ("representation",) and cls.default_level == "representation"
+    assert cls.levels == ("representation",) and M.default_level(cls) == "representation"
     assert cls.weights is base.weights  # no duplicated solver code
 
 

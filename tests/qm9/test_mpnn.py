@@ -112,7 +112,7 @@ ARGS = {"fixed": {"weights": [1.0, 2.0, 0.5]}}
 CASES = [
     (name, level)
     for name, cls in methods.available().items()
-    for level in (("parameters", "representation") if cls.needs == "losses" else cls.levels)
+    for level in (("parameters", "representation") if cls.consumes == "losses" else cls.levels)
 ]
 
 
@@ -126,7 +126,7 @@ def test_one_step_of_every_method_with_the_pooled_representation(name, level):
     assert out.representation.shape == (4, 8)  # Z: the pooled readout vector
     losses = {t: nn.functional.mse_loss(out.predictions[t].squeeze(-1), targets[k]) for k, t in enumerate(TASKS)}
     record = backward(losses, representation=out.representation, shared_params=list(model.shared_parameters()),
-                      method=method, level=level, loss_transform=method.loss_transform, keep_saliency=True)
+                      method=method, level=level, loss_transform=method.loss_transform.transform, keep_saliency=True)
     assert record.saliency.shape == (len(TASKS), 4, 8)
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)

@@ -24,7 +24,7 @@ def _model(seed: int = 0) -> MultiTaskModel:
 
 
 def _levels(cls) -> tuple[str, ...]:
-    return ("parameters",) if cls.needs == "losses" else cls.levels
+    return ("parameters",) if cls.consumes == "losses" else cls.levels
 
 
 ALL = [(n, lev) for n, c in methods.available().items() for lev in _levels(c)]
@@ -40,7 +40,7 @@ def test_stateful_method_by_name_raises(name):
         with pytest.raises(TypeError, match="Create it once"):
             repmtl.backward(losses, representation=out.representation, method=name)
     else:
-        level = methods.lookup(name).default_level
+        level = methods.default_level(methods.lookup(name))
         repmtl.backward(losses, representation=out.representation, method=name, level=level)
 
 
@@ -139,7 +139,7 @@ def test_donated_buffer_error_says_what_to_do(monkeypatch):
     def donated(*args, **kwargs):
         raise RuntimeError("This backward function was compiled with non-empty donated buffers which ...")
 
-    monkeypatch.setattr(grads, "parameter_jacobian", donated)
+    monkeypatch.setattr(grads, "task_jacobian", donated)
     model = _model()
     out = model(torch.randn(4, 6))
     losses = {t: p.pow(2).mean() for t, p in out.predictions.items()}

@@ -121,7 +121,7 @@ def test_methods_command_describes_one_method():
     result = runner.invoke(app, ["methods", "mgda"])
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    for expected in ("max_iter", "an integer ≥ 1", "250", "normalization", "'l2'", "Sener", "parameters, representation"):
+    for expected in ("max_iter", "an integer ≥ 1", "250", "normalization", "'l2'", "Sener", "parameters, last_layer, representation"):
         assert expected in text, expected
     assert runner.invoke(app, ["methods", "nope"]).exit_code == 2
 

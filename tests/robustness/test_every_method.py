@@ -19,7 +19,7 @@ REQUIRED_ARGS = {"fixed": {"weights": [1.0, 2.0]}}
 def _cases(multi_input: bool) -> list[tuple[str, str]]:
     cases = []
     for name, cls in methods.available().items():
-        levels = ("parameters",) if cls.needs == "losses" else cls.levels
+        levels = ("parameters",) if cls.consumes == "losses" else cls.levels
         for level in levels:
             if multi_input and level == "representation":
                 continue  # refused for multi-input data (tested in test_api_traps)

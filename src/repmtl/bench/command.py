@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
                    help="default: mlp cnn (resnet18 and nyuv2 take longer)")
     p.add_argument("--tasks", type=int, nargs="+", default=[2, 4, 8], help="numbers of tasks T (nyuv2: always 3)")
     p.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
-    p.add_argument("--levels", nargs="+", default=["parameters", "representation"], choices=["parameters", "representation"])
+    p.add_argument("--levels", nargs="+", default=["parameters", "representation"], choices=["parameters", "last_layer", "representation"])
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=1, help="torch threads, pinned (default 1)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
@@ -38,7 +38,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per contender first (default 2)")
     p.add_argument("--size", type=_size, default=None, help="input HEIGHTxWIDTH for the image workloads")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the profiled memory step")
-    p.add_argument("--no-prototype", dest="prototype", action="store_false", help="skip the Jᵀα prototype rows")
     p.add_argument("--no-torchjd", dest="torchjd", action="store_false", help="skip TorchJD even if installed")
     p.add_argument("--libmtl", type=Path, default=None, help="LibMTL source folder (a clone): adds its columns")
     p.add_argument("--seed", type=int, default=0)
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     config = BenchConfig(
         workloads=tuple(args.workloads), tasks=tuple(args.tasks), methods=tuple(args.methods) if args.methods else None,
         levels=tuple(args.levels), device=args.device, threads=args.threads, rounds=args.rounds, steps=args.steps,
-        warmup=args.warmup, memory=args.memory, prototype=args.prototype, torchjd=args.torchjd, libmtl=args.libmtl,
+        warmup=args.warmup, memory=args.memory, torchjd=args.torchjd, libmtl=args.libmtl,
         size=args.size, seed=args.seed,
     )
 

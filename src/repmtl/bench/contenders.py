@@ -6,9 +6,7 @@ all on the same :class:`~repmtl.bench.workloads.Problem` (shared model and batch
   methods at each level they define), through :func:`repmtl.backward`;
 * ``repmtl``: the Rep-MTL preset (EW + TSR + CSA on log losses);
 * ``floor``: the forward and ``T`` task backwards through head and encoder, accumulated into
-  ``.grad`` — what any exact parameter-level method must at least do with ``T`` passes;
-* ``<method>@param+jta``: the prototype Gramian path that applies ``Jᵀα`` from the Jacobian
-  (:mod:`repmtl.bench.prototype`).
+  ``.grad`` — what any exact parameter-level method must at least do with ``T`` passes.
 """
 
 from __future__ import annotations
@@ -20,12 +18,11 @@ import torch
 
 import repmtl
 from repmtl import methods as M
-from repmtl.bench.prototype import gramian_backward_jta
 from repmtl.bench.workloads import Problem
 from repmtl.regularizers import RepMTL
 
 Step = Callable[[], None]
-LEVEL_TAGS = {"parameters": "param", "representation": "repr"}
+LEVEL_TAGS = {"parameters": "param", "last_layer": "last", "representation": "repr"}
 
 #: hyper-parameters a method cannot do without (everything else: its defaults)
 REQUIRED_HPARAMS: dict[str, Callable[[int], dict[str, object]]] = {"fixed": lambda num_tasks: {"weights": [1.0] * num_tasks}}
@@ -33,7 +30,7 @@ REQUIRED_HPARAMS: dict[str, Callable[[int], dict[str, object]]] = {"fixed": lamb
 
 @dataclass(frozen=True)
 class Contender:
-    """A named step factory. ``family``: repmtl | floor | prototype | torchjd | libmtl;
+    """A named step factory. ``family``: repmtl | floor | torchjd | libmtl;
     ``method``: the repmtl method it corresponds to ("" for the floor); ``level``:
     parameters | representation | losses | ""."""
 
@@ -74,7 +71,7 @@ def ours(name: str, level: str, *, preset: bool = False) -> Contender:
 
     if preset:
         return Contender("repmtl", "repmtl", "repmtl", "representation", make)
-    is_loss_method = M.lookup(name).needs == "losses"
+    is_loss_method = M.lookup(name).consumes == "losses"
     label = name if is_loss_method else f"{name}@{LEVEL_TAGS[level]}"
     return Contender(label, "repmtl", name, "losses" if is_loss_method else level, make)
 
@@ -96,43 +93,16 @@ def floor() -> Contender:
     return Contender("floor", "floor", "", "", make)
 
 
-def prototype(name: str) -> Contender:
-    """``name`` at parameter level through the ``Jᵀα`` prototype."""
-
-    def make(problem: Problem, lr: float) -> Step:
-        method = _create(name, problem)
-        optimizer = _optimizer(problem, list(method.parameters()), lr)
-        shared = list(problem.model.shared_parameters())
-
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            z, losses = problem.forward()
-            gramian_backward_jta(losses, representation=z, shared_params=shared, method=method)
-            optimizer.step()
-
-        return step
-
-    return Contender(f"{name}@param+jta", "prototype", name, "parameters", make)
-
-
-def prototype_applies(name: str) -> bool:
-    cls = M.lookup(name)
-    return cls.needs == "gramian" and cls.scope == "all" and "parameters" in cls.levels
-
-
-def repmtl_contenders(methods: Sequence[str], levels: Sequence[str], *, with_prototype: bool) -> list[Contender]:
-    """EW, the floor, every method at each requested level it defines, Rep-MTL and (optionally)
-    the prototype path of each whole-encoder Gramian method."""
+def repmtl_contenders(methods: Sequence[str], levels: Sequence[str]) -> list[Contender]:
+    """EW, the floor, every method at each requested level it defines, and Rep-MTL."""
     out = [ours("ew", "parameters"), floor()]
     for name in methods:
         if name == "ew":
             continue
         cls = M.lookup(name)
-        if cls.needs == "losses":
+        if cls.consumes == "losses":
             out.append(ours(name, "parameters"))
             continue
         out += [ours(name, level) for level in levels if level in cls.levels]
     out.append(ours("ew", "representation", preset=True))
-    if with_prototype and "parameters" in levels:
-        out += [prototype(name) for name in methods if prototype_applies(name)]
     return out

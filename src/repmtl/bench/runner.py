@@ -36,7 +36,6 @@ class BenchConfig:
     steps: int = 1
     warmup: int = 2
     memory: bool = True
-    prototype: bool = True
     torchjd: bool = True
     libmtl: Path | None = None
     size: tuple[int, int] | None = None
@@ -93,7 +92,7 @@ def _pin_threads(threads: int) -> None:
 
 def _group_contenders(config: BenchConfig, num_tasks: int) -> tuple[list[Contender], list[str]]:
     methods = list(config.methods) if config.methods is not None else list(M.available())
-    contenders = repmtl_contenders(methods, config.levels, with_prototype=config.prototype)
+    contenders = repmtl_contenders(methods, config.levels)
     notes: list[str] = []
     if config.torchjd:
         peers, peer_notes = torchjd_contenders(["ew", *methods], num_tasks)

@@ -74,7 +74,7 @@ def gramian_methods(group: Group) -> list[str]:
     return sorted({
         c["method"] for c in group["contenders"].values()
         if c["family"] == "repmtl" and c["level"] == "parameters" and c["method"] in M.available()
-        and M.lookup(c["method"]).needs == "gramian" and M.lookup(c["method"]).scope == "all"
+        and M.lookup(c["method"]).consumes == "gramian"
     })
 
 
@@ -90,7 +90,7 @@ def slope(points: Sequence[tuple[float, float]]) -> float | None:
 
 def closing_note(groups: Sequence[Group]) -> list[str]:
     lines = [
-        "## Parameter-level Gramian methods: now and with Jᵀα (prototype)",
+        "## Parameter-level Gramian methods",
         "",
         (
             "Ratios are medians over rounds of per-round ratios; “floor” is the forward plus T task "
@@ -98,17 +98,15 @@ def closing_note(groups: Sequence[Group]) -> list[str]:
             "(peak step memory − EW's) / size(J)."
         ),
         "",
-        "| net | T | method | now × EW | now × floor | now × TorchJD | Jᵀα × EW | Jᵀα × floor | Jᵀα × TorchJD | Jᵀα memory |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| net | T | method | × EW | × floor | × TorchJD | memory |",
+        "|---|---|---|---|---|---|---|",
     ]
     for g in groups:
         for m in gramian_methods(g):
-            now, jta, peer = f"{m}@param", f"{m}@param+jta", f"torchjd:{m}"
-            has_jta = jta in g["contenders"]
+            now, peer = f"{m}@param", f"torchjd:{m}"
             lines.append(
                 f"| {g['workload']} | {g['tasks']} | {m} | {_rel(g, now, 'ew')} | {_rel(g, now, 'floor')} | "
-                f"{_rel(g, now, peer)} | {_rel(g, jta, 'ew')} | {_rel(g, jta, 'floor')} | {_rel(g, jta, peer)} | "
-                f"{_fmt(_memory_over_ew(g, jta)) if has_jta else '—'} |"
+                f"{_rel(g, now, peer)} | {_fmt(_memory_over_ew(g, now))} |"
             )
     lines.append("")
     by_workload: dict[str, list[Group]] = {}
@@ -119,7 +117,7 @@ def closing_note(groups: Sequence[Group]) -> list[str]:
         if len(gs) < 2:
             continue
         methods = sorted({m for g in gs for m in gramian_methods(g)})
-        for name in ["floor", *(f"{m}@param{suffix}" for m in methods for suffix in ("", "+jta"))]:
+        for name in ["floor", *(f"{m}@param" for m in methods)]:
             points = [(g["tasks"], g["contenders"][name]["ratio"]) for g in gs if name in g["contenders"]]
             s = slope(points)
             if s is not None:

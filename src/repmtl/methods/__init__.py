@@ -12,7 +12,22 @@ import importlib
 import pkgutil
 from collections.abc import Sequence
 
-from repmtl.methods.base import LEVELS, Method, lookup, register, registry
+from repmtl.methods.base import (
+    LEVELS,
+    Aggregator,
+    GramianWeighting,
+    JacobianContext,
+    LossWeighting,
+    Method,
+    TaskWeights,
+    default_level,
+    lookup,
+    plain_heads,
+    prefers,
+    register,
+    registry,
+    requires,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base" and not _module.name.startswith("_"):
@@ -28,7 +43,8 @@ def create(name: str, tasks: Sequence[str] | None = None, **hparams: object) -> 
     """Instantiate a method by name with its hyper-parameters.
 
     ``tasks`` binds the method to its task names at once; methods with learnable parameters
-    (``learnable = True``, e.g. UW) must be bound before their parameters go to an optimizer.
+    (UW, IMTL, GradNorm: ``method.learnable``) must be bound before their parameters go to an
+    optimizer.
     Unknown hyper-parameters and refused values raise a
     :class:`~repmtl.hparams.HyperparameterError` naming the method, the argument, what it
     expects and the value given.
@@ -39,4 +55,20 @@ def create(name: str, tasks: Sequence[str] | None = None, **hparams: object) -> 
     return method
 
 
-__all__ = ["LEVELS", "Method", "available", "create", "lookup", "register"]
+__all__ = [
+    "LEVELS",
+    "Aggregator",
+    "GramianWeighting",
+    "JacobianContext",
+    "LossWeighting",
+    "Method",
+    "TaskWeights",
+    "available",
+    "create",
+    "default_level",
+    "lookup",
+    "plain_heads",
+    "prefers",
+    "register",
+    "requires",
+]

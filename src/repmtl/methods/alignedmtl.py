@@ -30,7 +30,7 @@ import torch
 
 from repmtl.methods._gramian import nonfinite_fallback
 from repmtl.methods._host import to_device, to_host
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import GramianWeighting, TaskWeights, plain_heads, register
 
 log = logging.getLogger(__name__)
 ScaleMode = Literal["min", "median", "rmse"]
@@ -57,11 +57,9 @@ def balance_matrix(
 
 
 @register
-class AlignedMTL(Method):
+class AlignedMTL(GramianWeighting):
     name = "alignedmtl"
-    needs = "gramian"
     family = "gradient manipulation"
-    weights_heads = False
     description = "Align task gradients to orthogonal, equal-norm principal components (condition number 1)"
     reference = "Senushkin et al., CVPR 2023, Alg. 1"
 
@@ -69,11 +67,11 @@ class AlignedMTL(Method):
         super().__init__()
         self.scale_mode = scale_mode
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> TaskWeights:
         k = to_host(gramian)
         self.info = {"fallback": False}
         if not np.all(np.isfinite(k)):
-            return to_device(nonfinite_fallback(self, log, k.shape[0], 1.0), gramian)
+            return plain_heads(to_device(nonfinite_fallback(self, log, k.shape[0], 1.0), gramian))
         b, rank = balance_matrix(k, self.scale_mode, float(torch.finfo(gramian.dtype).eps))
         self.info["rank"] = rank
-        return to_device(b.sum(axis=1), gramian)
+        return plain_heads(to_device(b.sum(axis=1), gramian))

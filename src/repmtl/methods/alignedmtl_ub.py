@@ -18,6 +18,5 @@ from repmtl.methods.base import register
 class AlignedMTLUB(AlignedMTL):
     name = "alignedmtl-ub"
     levels = ("representation",)
-    default_level = "representation"
     description = "Aligned-MTL on representation gradients dL_t/dZ (upper-bound form, one encoder backward)"
     reference = "Senushkin et al., CVPR 2023, Sec. 4.3 (Aligned-MTL-UB)"

@@ -16,23 +16,19 @@ from __future__ import annotations
 
 import torch
 
-from repmtl.methods.base import Method, Scope, register
+from repmtl.methods.base import GramianWeighting, register
 
 
 @register
-class AvgNorm(Method):
+class AvgNorm(GramianWeighting):
     name = "avgnorm"
-    needs = "gramian"
     family = "loss scaling"
-    scope = "last_layer"
+    #: the paper takes the gradients at the last shared layer; level="parameters" takes all
+    levels = ("last_layer", "parameters", "representation")
     description = "Weights ||sum_j g_j|| / ||g_i||: equalise task gradient norms (last shared layer)"
     reference = "Guo et al., arXiv 2509.23915 (2025), Eq. 6"
 
-    def __init__(self, scope: Scope = "last_layer") -> None:
-        super().__init__()
-        self.scope = scope  # instance attribute shadows the class default read by backward()
-
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         diag = torch.diagonal(gramian)
         total = gramian.sum().clamp_min(0.0)
         safe_diag = torch.where(diag > 0, diag, torch.ones_like(diag))

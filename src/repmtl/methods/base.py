@@ -1,75 +1,122 @@
-"""The method protocol and the registry (``docs/architecture.md``, "Methods").
+"""The method contract and the registry (``docs/architecture.md``, "Methods").
 
-A method turns what it ``needs`` into the update of the shared parameters:
+A method derives from the base class that names what it consumes, and writes one function:
 
-* ``needs = "losses"``: ``weights(None, losses) -> α`` (loss scaling).
-* ``needs = "gramian"``: ``weights(K, losses) -> α`` from the ``T×T`` Gramian ``K = J Jᵀ``;
-  the shared update is ``Jᵀα``, applied by one backward of ``Σ α_t L_t``.
-* ``needs = "jacobian"``: ``direction(J, losses, segments) -> d``, a combined direction in
-  the Jacobian's column space (``d`` entries at parameter level, one per representation entry
-  at representation level).
+* :class:`LossWeighting`: ``weights(losses) -> α`` from the (detached) task losses.
+* :class:`GramianWeighting`: ``weights(gramian, losses) -> α`` from the ``T×T`` Gramian
+  ``K = J Jᵀ`` of the task gradients; the shared update is ``Jᵀα``.
+* :class:`Aggregator`: ``aggregate(jacobian, context) -> d``, a combined direction from the
+  ``T×n`` task Jacobian (``context``: losses, parameter segments, the representation).
 
-Heads receive ``α_t ∇L_t`` when the method defines weights and ``weights_heads`` is true,
-otherwise their plain task gradient. Every piece of state lives in buffers, parameters or
-``get_extra_state`` so that ``state_dict()`` resumes a run exactly.
+Weights are a tensor (the heads get the same ``α_t ∇L_t``) or a :class:`TaskWeights` saying
+what the heads get where that differs. An aggregator's heads get their plain task gradients.
+
+Where the task gradients are taken is one ordered notion, the *level* (:data:`LEVELS`): at the
+shared representation ``Z``, over the last shared layer, or over all shared parameters. A method
+lists the levels it is defined at, its default first.
+
+Everything a method remembers between steps lives in :attr:`Method.state` (tensors created on
+first use, python numbers, lists), or in ``nn.Parameter`` s when an optimizer learns it; both are
+in ``state_dict()``, so a checkpoint resumes a run exactly, also into an unbound method.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from repmtl.hparams import validated_init
+from repmtl.methods.state import MethodState
 
-Need = Literal["losses", "gramian", "jacobian"]
-Level = Literal["parameters", "representation"]
-Scope = Literal["all", "last_layer"]
-LEVELS: tuple[Level, ...] = ("parameters", "representation")
+Level = Literal["representation", "last_layer", "parameters"]
+#: from the heads inwards: the representation ``Z``, the last shared layer, every shared parameter
+LEVELS: tuple[Level, ...] = ("representation", "last_layer", "parameters")
+LossTransform = Literal["none", "log"]
+FAMILIES = ("loss scaling", "gradient manipulation", "hybrid", "random gradient")
+
+
+@dataclass(frozen=True)
+class TransformRule:
+    """The loss transform a method's paper prescribes, and whether a caller may choose another.
+
+    ``required``: the weights are defined on transformed losses (FAMO, STCH, IGB), so another
+    transform is refused rather than silently changing them."""
+
+    transform: LossTransform = "none"
+    required: bool = False
+
+
+def prefers(transform: LossTransform) -> TransformRule:
+    """The default transform when the caller gives none (DB-MTL: ``"log"``)."""
+    return TransformRule(transform, required=False)
+
+
+def requires(transform: LossTransform) -> TransformRule:
+    """The only transform the method accepts."""
+    return TransformRule(transform, required=True)
+
+
+@dataclass(frozen=True)
+class TaskWeights:
+    """The weights of one step: ``shared`` scales the task gradients of the shared update,
+    ``heads`` those of the heads (``None``: the same as ``shared``)."""
+
+    shared: torch.Tensor
+    heads: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, result: torch.Tensor | TaskWeights) -> TaskWeights:
+        return result if isinstance(result, TaskWeights) else cls(result)
+
+    @property
+    def for_heads(self) -> torch.Tensor:
+        return self.shared if self.heads is None else self.heads
+
+
+def plain_heads(shared: torch.Tensor) -> TaskWeights:
+    """``shared`` for the shared update; the heads get their plain task gradients."""
+    return TaskWeights(shared, torch.ones_like(shared))
+
+
+@dataclass(frozen=True)
+class JacobianContext:
+    """What an aggregator may read besides the Jacobian: the (detached) task losses, the sizes
+    of the parameter tensors behind the columns (parameter level), the level, and the detached
+    representation ``Z`` (representation level)."""
+
+    losses: torch.Tensor
+    level: Level
+    segments: Sequence[int] | None = None
+    representation: torch.Tensor | None = None
 
 
 class Method(nn.Module):
-    """Base class of every multi-task optimisation method.
+    """Base of every multi-task optimisation method; derive from one of the three below.
 
-    Subclasses set the class attributes and implement ``weights`` or ``direction``.
-    ``setup(num_tasks)`` runs once when the method first meets its tasks (``bind``); create
-    buffers and learnable parameters there.
+    ``setup(num_tasks)`` runs once when the method first meets its tasks (``bind``): create
+    learnable parameters there and give :attr:`state` its initial entries (or ``None`` for an
+    entry whose shape the first step decides, see :meth:`MethodState.zeros_like`).
     """
 
     name: ClassVar[str] = ""
-    needs: ClassVar[Need] = "losses"
-    levels: ClassVar[tuple[Level, ...]] = LEVELS
-    #: the level the trainer uses when the user gives none (e.g. "representation" for MGDA-UB)
-    default_level: ClassVar[Level] = "parameters"
-    #: which shared parameters the parameter-level Jacobian/Gramian is taken over
-    scope: ClassVar[Scope] = "all"
-    #: heads get α_t ∇L_t (True) or their plain task gradient (False)
-    weights_heads: ClassVar[bool] = True
-    #: the loss transform the method's paper prescribes ("log" for DB-MTL); used by
-    #: ``backward`` when the caller does not choose one
-    loss_transform: ClassVar[Literal["none", "log"]] = "none"
-    #: refuse a caller's loss transform that differs from ``loss_transform`` (the weights are
-    #: defined on transformed losses, e.g. FAMO, STCH, IGB)
-    requires_loss_transform: ClassVar[bool] = False
-    #: ``direction`` also receives ``representation=Z`` (detached) at representation level
-    wants_representation: ClassVar[bool] = False
-    #: buffers whose shape is only known after the first step; loading a checkpoint reshapes them
-    lazy_state: ClassVar[tuple[str, ...]] = ()
-    #: python scalars (step counters, flags) kept in the extra state: reading them needs no
-    #: host sync, and ``state_dict()`` still resumes them exactly
-    counters: ClassVar[tuple[str, ...]] = ()
+    #: the levels the method is defined at, its default first (:data:`LEVELS`)
+    levels: ClassVar[tuple[Level, ...]] = ("parameters", "last_layer", "representation")
+    #: the loss transform of the method's paper (``prefers`` / ``requires``)
+    loss_transform: ClassVar[TransformRule] = TransformRule()
     #: the optimizer the shared parameters need when the method is itself an optimizer
     #: (MTAdam: plain SGD on its step); ``None``: the trainer's optimizer
     shared_optimizer: ClassVar[str | None] = None
-    #: the method learns parameters that an optimizer must update (e.g. UW's log-variances)
-    learnable: ClassVar[bool] = False
     #: "loss scaling", "gradient manipulation", "hybrid", "random gradient"
     #: (``docs/formulas.md#methods-families``)
     family: ClassVar[str] = ""
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
+    #: what the method consumes ("losses", "gramian", "jacobian"); set by the three bases below
+    consumes: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,6 +126,7 @@ class Method(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.task_names: tuple[str, ...] | None = None
+        self.state = MethodState()
         #: what the last call wants logged (solver fallbacks, step sizes, ...); tensors allowed
         self.info: dict[str, object] = {}
 
@@ -87,6 +135,11 @@ class Method(nn.Module):
         if self.task_names is None:
             raise RuntimeError(f"method {self.name!r} is not bound to tasks yet; call bind(task_names)")
         return len(self.task_names)
+
+    @property
+    def learnable(self) -> bool:
+        """Whether an optimizer must update parameters of the method (UW's log-variances)."""
+        return any(True for _ in self.parameters())
 
     def bind(self, task_names: Sequence[str]) -> Method:
         """Attach the method to its tasks (idempotent for the same tasks)."""
@@ -103,47 +156,19 @@ class Method(nn.Module):
         return self
 
     def setup(self, num_tasks: int) -> None:
-        """Create per-task state. Default: nothing."""
+        """Create per-task parameters and state. Default: nothing."""
 
-    def check_level(self, level: str) -> None:
+    def resolve_level(self, level: str | None) -> Level:
+        """``level`` checked against :attr:`levels`; ``None`` gives the default."""
+        if level is None:
+            return self.levels[0] if self.levels else "parameters"
         if level not in LEVELS:
             raise ValueError(f"unknown level {level!r}; choose one of {list(LEVELS)}")
-        if self.needs != "losses" and level not in self.levels:
+        if self.consumes != "losses" and level not in self.levels:
             raise ValueError(
                 f"method {self.name!r} is undefined at level {level!r}; it supports {list(self.levels)}"
             )
-
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
-        """Task weights ``α`` (``T``) from the Gramian and/or the (detached) losses."""
-        raise NotImplementedError(f"method {self.name!r} does not define weights()")
-
-    def direction(
-        self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
-    ) -> torch.Tensor:
-        """Combined update direction from the ``T×n`` Jacobian. ``segments`` lists the sizes of
-        the parameter tensors that make up the columns (parameter level only)."""
-        raise NotImplementedError(f"method {self.name!r} does not define direction()")
-
-    def head_weights(self, weights: torch.Tensor) -> torch.Tensor:
-        """Weights of the heads' task gradients, given the shared weights ``α``. Default: ``α``
-        itself when ``weights_heads`` (the identity matters: ``backward`` then needs one plain
-        backward), else ones. Override where the paper weights heads differently from the shared
-        update (IMTL: ``e^{s}``; Nash-MTL: ``α`` before its norm clip)."""
-        return weights if self.weights_heads else torch.ones_like(weights)
-
-    def lazy_buffer(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """The ``lazy_state`` buffer ``name``, created as zeros shaped like ``like`` on the first
-        step (its width is only known then); a later step of another shape is refused."""
-        buffer = getattr(self, name)
-        if buffer.numel() == 0 and buffer.shape != like.shape:
-            buffer = torch.zeros_like(like)
-            setattr(self, name, buffer)
-        elif buffer.shape != like.shape:
-            raise ValueError(
-                f"method {self.name!r} keeps {name} of shape {tuple(buffer.shape)}, this step gives "
-                f"{tuple(like.shape)}; the shared parameters (or the level) changed since the first step"
-            )
-        return buffer
+        return level
 
     def extra_loss(self) -> torch.Tensor | None:
         """A term added to the objective for the method's own learnable parameters."""
@@ -153,33 +178,72 @@ class Method(nn.Module):
         """Called after each training epoch (by the trainer, or by a custom loop)."""
 
     def get_extra_state(self) -> dict:
-        return {"task_names": self.task_names, **{name: getattr(self, name) for name in self.counters}}
+        return {"task_names": self.task_names, "state": self.state.to_dict()}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # Bind an unbound method from the checkpoint before its per-task buffers load, and give
-        # first-step-shaped buffers (``lazy_state``) the checkpoint's shape.
+        # An unbound method binds from the checkpoint before its per-task parameters load.
         extra = state_dict.get(prefix + "_extra_state")
         if self.task_names is None and isinstance(extra, dict) and extra.get("task_names"):
             self.bind(extra["task_names"])
-        for name in self.lazy_state:
-            key = prefix + name
-            if key in state_dict and name in self._buffers and self._buffers[name] is not None:
-                self._buffers[name] = torch.empty_like(state_dict[key], device=self._buffers[name].device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def set_extra_state(self, state: dict) -> None:
-        names = state.get("task_names")
+    def set_extra_state(self, extra: dict) -> None:
+        names = extra.get("task_names")
         if names is not None and self.task_names is not None and tuple(names) != self.task_names:
             raise ValueError(
                 f"checkpoint of method {self.name!r} is for tasks {list(names)}, not {list(self.task_names)}"
             )
         if names is not None and self.task_names is None:
             self.bind(names)
-        for name in self.counters:
-            setattr(self, name, state[name])
+        self.state.load_dict(extra.get("state", {}))
+
+    def _apply(self, fn, recurse: bool = True):
+        # ``.to(device)``, ``.double()`` ... move the state's tensors as they move buffers
+        super()._apply(fn, recurse)
+        self.state.apply(fn)
+        return self
 
     def extra_repr(self) -> str:
-        return f"needs={self.needs}, tasks={self.task_names}"
+        return f"consumes={self.consumes}, tasks={self.task_names}"
+
+
+class LossWeighting(Method):
+    """A method that maps the task losses to weights (loss scaling: EW, UW, DWA, FAMO, ...)."""
+
+    consumes = "losses"
+    levels = ()
+
+    def weights(self, losses: torch.Tensor) -> torch.Tensor | TaskWeights:
+        """Task weights ``α`` (``T``) from the detached (transformed) task losses."""
+        raise NotImplementedError(f"method {self.name!r} does not define weights()")
+
+
+class GramianWeighting(Method):
+    """A method that maps the Gramian ``K = J Jᵀ`` (and the losses) to weights; the shared
+    update is ``Jᵀα`` (MGDA, PCGrad, CAGrad, Nash-MTL, UPGrad, ...)."""
+
+    consumes = "gramian"
+
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> torch.Tensor | TaskWeights:
+        """Task weights ``α`` (``T``) from the ``T×T`` Gramian and the detached losses."""
+        raise NotImplementedError(f"method {self.name!r} does not define weights()")
+
+
+class Aggregator(Method):
+    """A method that maps the ``T×n`` task Jacobian to a direction in its column space (GradVac,
+    GradDrop, MoCo, DB-MTL, MTAdam, ...); the heads get their plain task gradients."""
+
+    consumes = "jacobian"
+    levels = ("parameters", "representation")
+
+    def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        """The combined update direction (``n`` entries)."""
+        raise NotImplementedError(f"method {self.name!r} does not define aggregate()")
+
+
+def default_level(cls: type[Method]) -> Level | None:
+    """The level a method runs at when the caller names none (``None`` for a loss weighting)."""
+    return cls.levels[0] if cls.levels else None
 
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -191,13 +255,13 @@ def register(cls: type[Method]) -> type[Method]:
         raise ValueError(f"{cls.__qualname__} has no name")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"two methods named {cls.name!r}")
-    if cls.family not in ("loss scaling", "gradient manipulation", "hybrid", "random gradient"):
-        raise ValueError(
-            f"{cls.__qualname__}.family must be one of 'loss scaling', 'gradient manipulation', 'hybrid', "
-            f"'random gradient', got {cls.family!r}"
-        )
-    if cls.needs not in ("losses", "gramian", "jacobian"):
-        raise ValueError(f"{cls.__qualname__}.needs must be losses, gramian or jacobian")
+    if cls.family not in FAMILIES:
+        raise ValueError(f"{cls.__qualname__}.family must be one of {list(FAMILIES)}, got {cls.family!r}")
+    if not issubclass(cls, (LossWeighting, GramianWeighting, Aggregator)):
+        raise TypeError(f"{cls.__qualname__} must derive from LossWeighting, GramianWeighting or Aggregator")
+    unknown = [level for level in cls.levels if level not in LEVELS]
+    if unknown:
+        raise ValueError(f"{cls.__qualname__}.levels has unknown levels {unknown}; choose from {list(LEVELS)}")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -211,4 +275,3 @@ def lookup(name: str) -> type[Method]:
     if key not in _REGISTRY:
         raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[key]
-

@@ -42,7 +42,7 @@ from scipy.optimize import minimize
 from repmtl.hparams import NonNegative, Positive, PositiveInt
 from repmtl.methods._gramian import clip_to_norm, fallback, nonfinite_fallback
 from repmtl.methods._host import to_device, to_host
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import GramianWeighting, TaskWeights, plain_heads, register
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,9 @@ _ZERO = 1e-12
 
 
 @register
-class CAGrad(Method):
+class CAGrad(GramianWeighting):
     name = "cagrad"
-    needs = "gramian"
     family = "gradient manipulation"
-    weights_heads = False
     description = "Conflict-averse update: maximise the worst task improvement near the mean gradient"
     reference = "Liu et al., NeurIPS 2021, Eq. 4 and dual (Sec. 3.2)"
 
@@ -75,7 +73,7 @@ class CAGrad(Method):
         self.max_iter = int(max_iter)
         self.tol = float(tol)
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> TaskWeights:
         k = to_host(gramian)
         n = k.shape[0]
         self.info = {"fallback": False}
@@ -83,7 +81,7 @@ class CAGrad(Method):
         alpha /= (1.0, 1.0 + self.c**2, 1.0 + self.c)[self.rescale]
         alpha, clipped = clip_to_norm(alpha, k, self.max_norm)
         self.info["clipped"] = clipped
-        return to_device(alpha, gramian)
+        return plain_heads(to_device(alpha, gramian))
 
     def direction_weights(self, k: np.ndarray) -> np.ndarray:
         """``α`` with ``Jᵀα = g_0 + (c‖g_0‖/‖g_w‖) g_w`` (the paper's ``d``, before the official

@@ -23,24 +23,18 @@ meaning (LibMTL refuses it too).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from repmtl.hparams import Decay, NonNegative
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import Aggregator, JacobianContext, prefers, register
 
 
 @register
-class DBMTL(Method):
+class DBMTL(Aggregator):
     name = "db-mtl"
-    needs = "jacobian"
-    counters = ("steps",)
-    lazy_state = ("grad_average",)
     family = "hybrid"
     levels = ("parameters",)
-    weights_heads = False
-    loss_transform = "log"
+    loss_transform = prefers("log")
     description = "Dual balancing: log losses, and EMA task gradients rescaled to the largest EMA norm"
     reference = "Lin et al., Dual-Balancing for Multi-Task Learning, arXiv 2308.12029, Alg. 1"
 
@@ -50,20 +44,18 @@ class DBMTL(Method):
         self.beta_sigma = beta_sigma
 
     def setup(self, num_tasks: int) -> None:
-        self.register_buffer("grad_average", torch.zeros(num_tasks, 0))  # ĝ, (T, d) from the first step
-        self.steps = 0
+        self.state.grad_average = None  # ĝ, (T, d) from the first step
+        self.state.steps = 0
 
-    def direction(
-        self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
-    ) -> torch.Tensor:
-        self.lazy_buffer("grad_average", jacobian)
-        self.steps += 1
-        beta_k = self.beta / self.steps**self.beta_sigma
-        average = self.grad_average.to(jacobian)
-        self.grad_average = jacobian + beta_k * (average - jacobian)
-        norms = self.grad_average.norm(dim=1)
+    def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        st = self.state
+        average = st.zeros_like("grad_average", jacobian, self.name).to(jacobian)
+        st.steps += 1
+        beta_k = self.beta / st.steps**self.beta_sigma
+        st.grad_average = jacobian + beta_k * (average - jacobian)
+        norms = st.grad_average.norm(dim=1)
         positive = norms > 0
         safe = torch.where(positive, norms, torch.ones_like(norms))
         scale = torch.where(positive, norms.max() / safe, torch.zeros_like(norms))
         self.info = {"scale": scale.detach()}
-        return scale @ self.grad_average
+        return scale @ st.grad_average

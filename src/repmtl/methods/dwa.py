@@ -11,14 +11,12 @@ from __future__ import annotations
 import torch
 
 from repmtl.hparams import Positive
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import LossWeighting, register
 
 
 @register
-class DynamicWeightAverage(Method):
+class DynamicWeightAverage(LossWeighting):
     name = "dwa"
-    needs = "losses"
-    counters = ("epochs_seen", "running_count")
     family = "loss scaling"
     description = "Dynamic weight average: weights from the ratio of the last two epoch losses"
     reference = "Liu et al., MTAN, CVPR 2019, Eq. 7"
@@ -28,26 +26,29 @@ class DynamicWeightAverage(Method):
         self.temperature = temperature
 
     def setup(self, num_tasks: int) -> None:
-        self.register_buffer("running_sum", torch.zeros(num_tasks, dtype=torch.float64))
-        self.running_count = 0
-        self.register_buffer("history", torch.zeros(2, num_tasks, dtype=torch.float64))  # [t-2, t-1]
-        self.epochs_seen = 0  # a python int (saved in extra state): no host sync per step
+        self.state["running_sum"] = torch.zeros(num_tasks, dtype=torch.float64)
+        self.state["running_count"] = 0
+        self.state["history"] = torch.zeros(2, num_tasks, dtype=torch.float64)  # [t-2, t-1]
+        self.state["epochs_seen"] = 0  # a python int: no host sync per step
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
-        self.running_sum = self.running_sum.to(losses.device) + losses.to(torch.float64)
-        self.running_count += 1
-        if self.epochs_seen < 2:
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+        state = self.state
+        state["running_sum"] = state["running_sum"].to(losses.device) + losses.to(torch.float64)
+        state["running_count"] += 1
+        if state["epochs_seen"] < 2:
             return torch.ones_like(losses)
-        ratio = self.history[1] / self.history[0].clamp_min(torch.finfo(torch.float64).tiny)
+        history = state["history"]
+        ratio = history[1] / history[0].clamp_min(torch.finfo(torch.float64).tiny)
         w = self.num_tasks * torch.softmax(ratio / self.temperature, dim=0)
         return w.to(device=losses.device, dtype=losses.dtype)
 
     def end_epoch(self) -> None:
-        if self.running_count == 0:
+        state = self.state
+        if state["running_count"] == 0:
             return
-        mean = self.running_sum / self.running_count
-        self.history = torch.stack([self.history[1].to(mean.device), mean])
-        self.running_sum = torch.zeros_like(self.running_sum)
-        self.running_count = 0
-        self.epochs_seen += 1
+        mean = state["running_sum"] / state["running_count"]
+        state["history"] = torch.stack([state["history"][1].to(mean.device), mean])
+        state["running_sum"] = torch.zeros_like(mean)
+        state["running_count"] = 0
+        state["epochs_seen"] += 1
 

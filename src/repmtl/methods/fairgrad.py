@@ -38,17 +38,15 @@ from repmtl.methods._gramian import (
     nonfinite_fallback,
 )
 from repmtl.methods._host import to_device, to_host
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import GramianWeighting, TaskWeights, plain_heads, register
 
 log = logging.getLogger(__name__)
 
 
 @register
-class FairGrad(Method):
+class FairGrad(GramianWeighting):
     name = "fairgrad"
-    needs = "gramian"
     family = "gradient manipulation"
-    weights_heads = False
     description = "alpha-fair update: weights solve K w = w^(-1/alpha) (exact Newton solve), norm clipped"
     reference = "Ban & Ji, ICML 2024, Sec. 3"
 
@@ -62,14 +60,14 @@ class FairGrad(Method):
         self.max_iter = int(max_iter)
         self.tol = float(tol)
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> TaskWeights:
         k = to_host(gramian)
         n = k.shape[0]
         self.info = {"fallback": False}
         w = self.fair_weights(k)
         alpha, clipped = clip_to_norm(n * w, k, self.max_norm)
         self.info["clipped"] = clipped
-        return to_device(alpha, gramian)
+        return plain_heads(to_device(alpha, gramian))
 
     def fair_weights(self, k: np.ndarray) -> np.ndarray:
         """The solution ``w`` of ``K w = w^{-1/α}`` (zero for zero-gradient tasks), or the EW

@@ -21,7 +21,7 @@ are all state, so a resumed run continues exactly (the first call after a resume
 The loss transform is ``"log"`` (the backward forms ``log(L_t + eps)``; ``eps = 1e-8`` by default,
 the official ``min_losses = 0`` case with its ``1e-8`` offset). The weights are defined on those
 log losses, so :func:`repmtl.backward` refuses a caller's ``loss_transform="none"`` with an error
-(``requires_loss_transform``) rather than silently changing them. For known lower bounds
+(``loss_transform = requires("log")``) rather than silently changing them. For known lower bounds
 ``L_t^*`` pass ``L_t − L_t^*`` as the losses.
 
 Defaults: ``w_lr = 0.025``, ``gamma = 1e-3`` (weight decay) and the logits' optimiser
@@ -38,18 +38,15 @@ from typing import Literal
 import torch
 
 from repmtl.hparams import Decay, NonNegative, Positive
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import LossWeighting, register, requires
 
 
 @register
-class FAMO(Method):
+class FAMO(LossWeighting):
     name = "famo"
-    needs = "losses"
-    counters = ("has_previous", "updates")
     family = "loss scaling"
-    loss_transform = "log"
     #: the weights are defined on log losses: ``repmtl.backward`` refuses any other transform
-    requires_loss_transform = True
+    loss_transform = requires("log")
     description = "Fast adaptive multitask optimisation: softmax logits learned from consecutive log-loss changes"
     reference = "Liu et al., NeurIPS 2023, Alg. 1"
 
@@ -70,43 +67,42 @@ class FAMO(Method):
 
     def setup(self, num_tasks: int) -> None:
         kw = {"dtype": torch.float64}
-        self.register_buffer("logits", torch.zeros(num_tasks, **kw))  # ξ
-        self.register_buffer("exp_avg", torch.zeros(num_tasks, **kw))
-        self.register_buffer("exp_avg_sq", torch.zeros(num_tasks, **kw))
-        self.register_buffer("previous", torch.zeros(num_tasks, **kw))  # log-losses of the last call
-        self.has_previous = False
-        self.updates = 0
+        self.state.logits = torch.zeros(num_tasks, **kw)  # ξ
+        self.state.exp_avg = torch.zeros(num_tasks, **kw)
+        self.state.exp_avg_sq = torch.zeros(num_tasks, **kw)
+        self.state.previous = torch.zeros(num_tasks, **kw)  # log-losses of the last call
+        self.state.has_previous = False
+        self.state.updates = 0
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
         log_losses = losses.detach().to(torch.float64)
         self._to(log_losses.device)
-        if self.has_previous:
-            self._update_logits(self.previous - log_losses)
-        z = torch.softmax(self.logits, dim=0)
+        if self.state.has_previous:
+            self._update_logits(self.state.previous - log_losses)
+        z = torch.softmax(self.state.logits, dim=0)
         c = (z * torch.exp(-log_losses)).sum()  # Σ z_s / L_s
-        self.previous = log_losses.clone()
-        self.has_previous = True
+        self.state.previous = log_losses.clone()
+        self.state.has_previous = True
         self.info = {"famo_z": z.detach()}
         return (z / c).to(losses.dtype)
 
     def _update_logits(self, improvement: torch.Tensor) -> None:
-        z = torch.softmax(self.logits, dim=0)
+        z = torch.softmax(self.state.logits, dim=0)
         grad = z * (improvement - (z * improvement).sum())  # (∂z/∂ξ)ᵀ δ, the softmax VJP
         if self.gamma:
-            grad = grad + self.gamma * self.logits
+            grad = grad + self.gamma * self.state.logits
         if self.optimizer == "sgd":
-            self.logits = self.logits - self.w_lr * grad
+            self.state.logits = self.state.logits - self.w_lr * grad
             return
         beta1, beta2 = self.adam_betas
-        self.updates += 1
-        self.exp_avg = beta1 * self.exp_avg + (1.0 - beta1) * grad
-        self.exp_avg_sq = beta2 * self.exp_avg_sq + (1.0 - beta2) * grad.square()
-        correction1 = 1.0 - beta1**self.updates
-        correction2 = 1.0 - beta2**self.updates
-        denom = self.exp_avg_sq.sqrt() / correction2**0.5 + self.adam_eps
-        self.logits = self.logits - (self.w_lr / correction1) * self.exp_avg / denom
+        self.state.updates += 1
+        self.state.exp_avg = beta1 * self.state.exp_avg + (1.0 - beta1) * grad
+        self.state.exp_avg_sq = beta2 * self.state.exp_avg_sq + (1.0 - beta2) * grad.square()
+        correction1 = 1.0 - beta1**self.state.updates
+        correction2 = 1.0 - beta2**self.state.updates
+        denom = self.state.exp_avg_sq.sqrt() / correction2**0.5 + self.adam_eps
+        self.state.logits = self.state.logits - (self.w_lr / correction1) * self.state.exp_avg / denom
 
     def _to(self, device: torch.device) -> None:
-        if self.logits.device != device:
-            for name in ("logits", "exp_avg", "exp_avg_sq", "previous"):
-                setattr(self, name, getattr(self, name).to(device))
+        if self.state.logits.device != device:
+            self.state.apply(lambda t: t.to(device))

@@ -12,13 +12,12 @@ from collections.abc import Mapping
 import torch
 
 from repmtl.hparams import NonNegative
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import LossWeighting, register
 
 
 @register
-class FixedWeights(Method):
+class FixedWeights(LossWeighting):
     name = "fixed"
-    needs = "losses"
     family = "loss scaling"
     description = "Fixed task weights given by the user (e.g. grid-searched)"
     reference = "Guo et al., arXiv 2509.23915 (2025), grid search, Tables II and VI"
@@ -41,7 +40,7 @@ class FixedWeights(Method):
             if len(self.given) != num_tasks:
                 raise ValueError(f"{len(self.given)} weights for {num_tasks} tasks {list(self.task_names)}")
             values = self.given
-        self.register_buffer("fixed", torch.tensor(values, dtype=torch.float32))
+        self._fixed = torch.tensor(values, dtype=torch.float32)  # configuration, not state
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
-        return self.fixed.to(device=losses.device, dtype=losses.dtype)
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+        return self._fixed.to(device=losses.device, dtype=losses.dtype)

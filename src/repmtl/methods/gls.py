@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import torch
 
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import LossWeighting, register
 
 
 @register
-class GeometricLossStrategy(Method):
+class GeometricLossStrategy(LossWeighting):
     name = "gls"
-    needs = "losses"
     family = "loss scaling"
     description = "Geometric mean of task losses (needs positive losses)"
     reference = "Chennupati et al., MultiNet++, CVPRW 2019"
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
         if not bool((losses > 0).all()):
             bad = [n for n, l in zip(self.task_names, losses.tolist()) if not l > 0]
             raise ValueError(f"GLS needs positive losses; tasks {bad} have losses <= 0")

@@ -12,15 +12,14 @@ LibMTL's default). Heads get their plain task gradients.
 
 Levels:
 
-* ``"representation"`` (the paper applies GradDrop to the gradients of an activation layer, seed
-  003 calls it "what originally proposed"; default level). The batch is marginalised as in the
+* ``"representation"`` (the paper applies GradDrop to the gradients of an activation layer;
+  the default level). The batch is marginalised as in the
   paper's treatment of batched activations and LibMTL's implementation: purity and signs come from
   ``Σ_b sign(Z_b) ∘ ∇L_i[b]`` per feature position (consistent with the sign of the next weight
   gradient ``Σ_b Z_b ∇L_i[b]``) and one mask is shared across the batch. That needs ``Z``:
-  the method declares ``wants_representation``, so :func:`repmtl.backward` passes the (detached)
-  representation to :meth:`direction` as ``representation=`` at this level; the trainer always
-  gives ``backward`` the representation. A direct call to :meth:`direction` without
-  ``representation=`` gives every entry of the batch-flattened saliency its own mask
+  :func:`repmtl.backward` passes the (detached) representation to :meth:`aggregate` in the
+  context at this level; the trainer always gives ``backward`` the representation. A direct call
+  to :meth:`aggregate` without a representation gives every entry of the batch-flattened saliency its own mask
   (batch-separated GradDrop). Multi-input data has no representation-level Jacobian
   (``backward`` refuses that level there), so the question does not arise.
 * ``"parameters"``: the same rule applied per entry of the parameter-level task gradients (already
@@ -34,26 +33,20 @@ gradients). ``U`` comes from the global torch RNG on the Jacobian's device.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated
 
 import torch
 from pydantic import Field
 
 from repmtl.hparams import Probability
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import Aggregator, JacobianContext, register
 
 
 @register
-class GradDrop(Method):
+class GradDrop(Aggregator):
     name = "graddrop"
-    needs = "jacobian"
     family = "gradient manipulation"
-    default_level = "representation"
-    weights_heads = False
-    #: ``repmtl.backward`` passes ``representation=Z`` to ``direction`` at representation level
-    #: (the paper's batch marginalisation)
-    wants_representation = True
+    levels = ("representation", "parameters")
     description = "Gradient sign dropout: keep per entry only the task gradients of a randomly picked sign"
     reference = "Chen et al., NeurIPS 2020, Eq. 1, Alg. 1"
 
@@ -70,19 +63,14 @@ class GradDrop(Method):
         values = [float(self.leak)] * rows if isinstance(self.leak, (int, float)) else [float(v) for v in self.leak]
         return torch.tensor(values, dtype=like.dtype).to(like.device)
 
-    def direction(
-        self,
-        jacobian: torch.Tensor,
-        losses: torch.Tensor,
-        segments: Sequence[int] | None = None,
-        representation: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``representation``: the activations ``Z`` the (representation-level) Jacobian was taken
-        at; when given, the paper's batch marginalisation with the ``sign(Z)`` correction is used."""
+    def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        """At representation level ``context.representation`` holds the activations ``Z`` the
+        Jacobian was taken at: the paper's batch marginalisation with the ``sign(Z)`` correction."""
         rows = jacobian.shape[0]
+        representation = context.representation
         if representation is not None:
-            if segments is not None:
-                raise ValueError("representation= only applies to the representation-level Jacobian")
+            if context.segments is not None:
+                raise ValueError("a representation only applies to the representation-level Jacobian")
             batch = representation.shape[0]
             if representation.numel() != jacobian.shape[1]:
                 raise ValueError(

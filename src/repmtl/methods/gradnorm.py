@@ -36,29 +36,27 @@ import torch
 from torch import nn
 
 from repmtl.hparams import NonNegative
-from repmtl.methods.base import Method, Scope, register
+from repmtl.methods.base import GramianWeighting, register
 
 
 @register
-class GradNorm(Method):
+class GradNorm(GramianWeighting):
     name = "gradnorm"
-    needs = "gramian"
     family = "gradient manipulation"
-    scope = "last_layer"
-    learnable = True
+    #: the paper takes the gradients at the last shared layer; level="parameters" takes all
+    levels = ("last_layer", "parameters", "representation")
     description = "Learned task weights (sum T) equalising weighted gradient norms to relative training rates"
     reference = "Chen et al., ICML 2018, Eqs. 1-2"
 
-    def __init__(self, alpha: NonNegative = 1.5, scope: Scope = "last_layer") -> None:
+    def __init__(self, alpha: NonNegative = 1.5) -> None:
         super().__init__()
         self.alpha = float(alpha)
-        self.scope = scope  # instance attribute shadows the class default read by backward()
-        self.steps = 0
         self._terms: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def setup(self, num_tasks: int) -> None:
         self.loss_weights = nn.Parameter(torch.ones(num_tasks))
-        self.register_buffer("initial_losses", torch.ones(num_tasks, dtype=torch.float64))
+        self.state.initial_losses = torch.ones(num_tasks, dtype=torch.float64)
+        self.state.steps = 0
 
     @torch.no_grad()
     def renormalize(self) -> None:
@@ -67,16 +65,16 @@ class GradNorm(Method):
         w.clamp_(min=1e-8)
         w.mul_(self.num_tasks / w.sum())
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         self.renormalize()
         w = self.loss_weights.detach()
         losses = losses.detach().to(torch.float64)
-        if self.steps == 0:
-            self.initial_losses = losses.to(self.initial_losses.device).clone()
-        self.steps += 1
+        if self.state.steps == 0:
+            self.state.initial_losses = losses.clone()
+        self.state.steps += 1
         norms = torch.diagonal(gramian).detach().to(torch.float64).clamp_min(0).sqrt()
         norms = torch.nan_to_num(norms, nan=0.0, posinf=0.0)
-        initial = self.initial_losses.to(losses.device).clamp_min(torch.finfo(torch.float64).tiny)
+        initial = self.state.initial_losses.to(losses.device).clamp_min(torch.finfo(torch.float64).tiny)
         rate = losses / initial
         relative = (rate / rate.mean()).clamp_min(0)
         relative = torch.nan_to_num(relative, nan=1.0, posinf=1.0)
@@ -94,10 +92,3 @@ class GradNorm(Method):
         norms, target = terms
         w = self.loss_weights
         return (w * norms.to(device=w.device, dtype=w.dtype) - target.to(device=w.device, dtype=w.dtype)).abs().sum()
-
-    def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "steps": self.steps}
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.steps = int(state["steps"])

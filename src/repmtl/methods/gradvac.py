@@ -41,24 +41,20 @@ when a denominator vanishes (see above); it shuffles the visiting order with Pyt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
 from repmtl.hparams import Probability
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import Aggregator, JacobianContext, register
 
 Granularity = Literal["tensor", "model"]
 
 
 @register
-class GradVac(Method):
+class GradVac(Aggregator):
     name = "gradvac"
-    needs = "jacobian"
-    lazy_state = ("goal",)
     family = "gradient manipulation"
-    weights_heads = False
     description = "Gradient vaccine: raise pairwise gradient cosines to an EMA goal, per parameter tensor"
     reference = "Wang et al., ICLR 2021, Alg. 1"
 
@@ -74,28 +70,20 @@ class GradVac(Method):
         self.ema = ema
 
     def setup(self, num_tasks: int) -> None:
-        # (T, T, G); G (the number of groups) is known at the first step.
-        self.register_buffer("goal", torch.zeros(num_tasks, num_tasks, 0, dtype=torch.float64))
+        self.state.goal = None  # (T, T, G) similarity goals; G (the number of groups) is known at the first step
 
-    def direction(
-        self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
-    ) -> torch.Tensor:
+    def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        segments = context.segments
         sizes = [jacobian.shape[1]] if segments is None or self.granularity == "model" else [int(s) for s in segments]
         if sum(sizes) != jacobian.shape[1]:
             raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {jacobian.shape[1]} columns")
         groups = len(sizes)
-        if self.goal.shape[2] == 0:
-            self.goal = torch.zeros(self.num_tasks, self.num_tasks, groups, dtype=torch.float64, device=jacobian.device)
-        elif self.goal.shape[2] != groups:
-            raise ValueError(
-                f"GradVac's similarity goals are for {self.goal.shape[2]} parameter groups, this step has {groups}; "
-                "the shared parameters (or the level) changed since the first step"
-            )
-        self.goal = self.goal.to(jacobian.device)
+        shape = jacobian.new_empty(self.num_tasks, self.num_tasks, groups, dtype=torch.float64)
+        goal = self.state.zeros_like("goal", shape, "GradVac (goals per pair of tasks and parameter groups)").to(jacobian.device)
         blocks = jacobian.split(sizes, dim=1)
         gram = torch.stack([b.to(torch.float64) @ b.to(torch.float64).T for b in blocks])  # G × T × T
         orders = [[j for j in torch.randperm(self.num_tasks).tolist() if j != i] for i in range(self.num_tasks)]
-        coefficients, self.goal, corrections = vaccine_coefficients(gram, self.goal, orders, self.beta, self.ema)
+        coefficients, self.state.goal, corrections = vaccine_coefficients(gram, goal, orders, self.beta, self.ema)
         alpha = coefficients.sum(1)  # G × T: weight of each task gradient in each group
         column_alpha = alpha.to(jacobian.dtype).repeat_interleave(
             torch.tensor(sizes, device=jacobian.device), dim=0

@@ -12,7 +12,7 @@ so tasks with the larger remaining gap get more weight. The objective is ``Σ_t 
 (``loss_transform = "log"``, the paper's scale-invariant form); the method sees
 ``l_t = log(L_t + eps)`` and recovers the raw losses as ``exp(l_t)`` (exact up to ``eps``).
 :func:`repmtl.backward` refuses any other ``loss_transform`` with an error
-(``requires_loss_transform``), since the weights are defined on the log losses.
+(``loss_transform = requires("log")``), since the weights are defined on the log losses.
 ``end_epoch()`` must be called after every epoch (the trainer does). Heads are weighted too
 (loss balancing).
 
@@ -24,18 +24,15 @@ from __future__ import annotations
 import torch
 
 from repmtl.hparams import NonNegativeInt
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import LossWeighting, register, requires
 
 
 @register
-class IGBv1(Method):
+class IGBv1(LossWeighting):
     name = "igbv1"
-    needs = "losses"
-    counters = ("epoch_count", "epoch", "has_base")
     family = "loss scaling"
-    loss_transform = "log"
     #: the weights are defined on log losses: ``repmtl.backward`` refuses any other transform
-    requires_loss_transform = True
+    loss_transform = requires("log")
     description = "Improvable gap balancing v1: log-loss weights T*softmax(L / L_base)"
     reference = "Dai et al., UAI 2023 (IGBv1); official IGB4MTL code"
 
@@ -45,29 +42,29 @@ class IGBv1(Method):
 
     def setup(self, num_tasks: int) -> None:
         kw = {"dtype": torch.float64}
-        self.register_buffer("epoch_loss_sum", torch.zeros(num_tasks, **kw))
-        self.register_buffer("base_losses", torch.ones(num_tasks, **kw))
-        self.epoch_count = 0
-        self.epoch = 0
-        self.has_base = False
+        self.state.epoch_loss_sum = torch.zeros(num_tasks, **kw)
+        self.state.base_losses = torch.ones(num_tasks, **kw)
+        self.state.epoch_count = 0
+        self.state.epoch = 0
+        self.state.has_base = False
 
     def _record(self, raw: torch.Tensor) -> None:
         """Accumulate this epoch's raw losses (only the base epoch's are ever used)."""
-        if not self.has_base and self.epoch == self.base_epoch:
-            self.epoch_loss_sum = self.epoch_loss_sum.to(raw.device) + raw
-            self.epoch_count += 1
+        if not self.state.has_base and self.state.epoch == self.base_epoch:
+            self.state.epoch_loss_sum = self.state.epoch_loss_sum.to(raw.device) + raw
+            self.state.epoch_count += 1
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
         raw = torch.exp(losses.detach().to(torch.float64))
         self._record(raw)
-        if not self.has_base:
+        if not self.state.has_base:
             return torch.ones_like(losses)
-        return (self.num_tasks * torch.softmax(raw / self.base_losses.to(raw.device), dim=0)).to(losses.dtype)
+        return (self.num_tasks * torch.softmax(raw / self.state.base_losses.to(raw.device), dim=0)).to(losses.dtype)
 
     def end_epoch(self) -> None:
-        if not self.has_base and self.epoch == self.base_epoch and self.epoch_count > 0:
-            self.base_losses = self.epoch_loss_sum / self.epoch_count
-            self.has_base = True
-        self.epoch_loss_sum = torch.zeros_like(self.epoch_loss_sum)
-        self.epoch_count = 0
-        self.epoch += 1
+        if not self.state.has_base and self.state.epoch == self.base_epoch and self.state.epoch_count > 0:
+            self.state.base_losses = self.state.epoch_loss_sum / self.state.epoch_count
+            self.state.has_base = True
+        self.state.epoch_loss_sum = torch.zeros_like(self.state.epoch_loss_sum)
+        self.state.epoch_count = 0
+        self.state.epoch += 1

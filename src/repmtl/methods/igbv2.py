@@ -26,11 +26,10 @@ action is a softmax, not a tanh). The official trainer sets ``reward_scale`` to
 ``lr_initial / lr_current`` at every epoch; set ``method.reward_scale`` from your scheduler to do
 the same (default 1).
 
-Everything is state: networks, target critics and temperature (parameters and buffers), the
-replay buffer (buffers), the three Adam states and counters (``get_extra_state``), so a resumed
-run continues exactly. The agent trains itself inside ``weights()``; ``learnable`` is False and
-its parameters must **not** be given to the model's optimizer (their ``.grad`` is cleared after
-each training burst, so an optimizer that holds them anyway leaves them untouched).
+The agent (``methods/_sac.py``: networks, temperature, replay buffer, its three Adam states) is
+one entry of the method's state, next to the counters, so a resumed run continues exactly. It is
+held, not a submodule: ``method.parameters()`` is empty and the model's optimizer never sees it;
+the agent trains itself inside ``weights()``.
 
 Safety: a non-finite action (a diverged agent) is replaced by ``w = 1`` (log-loss equal
 weighting) without a host sync and flagged in ``info["fallback"]``; a non-finite SAC loss during a
@@ -40,64 +39,18 @@ used from then on (``info["sac_diverged"]``).
 
 from __future__ import annotations
 
-import copy
-import itertools
 import logging
-import math
-from collections.abc import Sequence
 from typing import Annotated
 
 import torch
 from pydantic import Field
-from torch import nn
-from torch.nn import functional as F
 
 from repmtl.hparams import Finite, NonNegativeInt, Positive, PositiveInt, Probability
+from repmtl.methods._sac import SACAgent
 from repmtl.methods.base import register
 from repmtl.methods.igbv1 import IGBv1
 
 log = logging.getLogger(__name__)
-
-
-def _mlp(sizes: Sequence[int], last_activation: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(a, b))
-        if k < len(sizes) - 2 or last_activation:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-class GaussianSoftmaxActor(nn.Module):
-    """``u ~ N(μ(s), σ(s))``, action ``T · softmax(u)``."""
-
-    def __init__(self, tasks: int, hidden: Sequence[int]) -> None:
-        super().__init__()
-        self.body = _mlp([tasks, *hidden], last_activation=True)
-        self.mu = nn.Linear(hidden[-1], tasks)
-        self.log_std = nn.Linear(hidden[-1], tasks)
-        self.tasks = tasks
-
-    def forward(self, state: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(state)
-        mu = self.mu(h)
-        std = self.log_std(h).clamp(-20.0, 2.0).exp()
-        u = mu if deterministic else mu + std * torch.randn_like(mu)
-        action = self.tasks * torch.softmax(u, dim=-1)
-        gaussian = (-0.5 * ((u - mu) / std).square() - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
-        correction = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1, keepdim=True)
-        return action, gaussian - correction
-
-
-class TwinCritic(nn.Module):
-    def __init__(self, tasks: int, hidden: Sequence[int]) -> None:
-        super().__init__()
-        self.q1 = _mlp([2 * tasks, *hidden, 1], last_activation=False)
-        self.q2 = _mlp([2 * tasks, *hidden, 1], last_activation=False)
-
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([state, action], dim=-1)
-        return self.q1(x), self.q2(x)
 
 
 @register
@@ -136,157 +89,55 @@ class IGBv2(IGBv1):
 
     def setup(self, num_tasks: int) -> None:
         super().setup(num_tasks)
-        self.actor = GaussianSoftmaxActor(num_tasks, self.hidden)
-        self.critic = TwinCritic(num_tasks, self.hidden)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(self.init_alpha)))
-        self.target_entropy = -float(num_tasks)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=self.sac_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.sac_lr)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=self.sac_lr)
-        n = self.buffer_size
-        self.register_buffer("replay_state", torch.zeros(n, num_tasks))
-        self.register_buffer("replay_action", torch.zeros(n, num_tasks))
-        self.register_buffer("replay_reward", torch.zeros(n, 1))
-        self.register_buffer("replay_next_state", torch.zeros(n, num_tasks))
-        self.register_buffer("previous_state", torch.zeros(num_tasks))
-        self.register_buffer("previous_action", torch.zeros(num_tasks))
-        self.replay_pointer = 0
-        self.replay_size = 0
-        self.steps = 0
-        self.has_previous = False
-        self.sac_diverged = False
-        self.sac_updates = 0
+        self.state.agent = SACAgent(
+            num_tasks, self.hidden, self.sac_lr, self.buffer_size, self.discount, self.tau, self.init_alpha
+        )
+        self.state.previous_state = torch.zeros(num_tasks)
+        self.state.previous_action = torch.zeros(num_tasks)
+        self.state.steps = 0
+        self.state.has_previous = False
+        self.state.sac_diverged = False
 
-    # ---- state ---------------------------------------------------------------------------
+    @property
+    def agent(self) -> SACAgent:
+        return self.state.agent
 
-    def get_extra_state(self) -> dict:
-        return {
-            **super().get_extra_state(),
-            "replay_pointer": self.replay_pointer,
-            "replay_size": self.replay_size,
-            "steps": self.steps,
-            "has_previous": self.has_previous,
-            "sac_diverged": self.sac_diverged,
-            "sac_updates": self.sac_updates,
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
-        }
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        for key in ("replay_pointer", "replay_size", "steps", "sac_updates"):
-            setattr(self, key, int(state[key]))
-        self.has_previous = bool(state["has_previous"])
-        self.sac_diverged = bool(state["sac_diverged"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
-
-    def _to(self, device: torch.device) -> None:
-        if self.replay_state.device == device:
-            return
-        self.to(device)
-        for optimizer in (self.actor_optimizer, self.critic_optimizer, self.alpha_optimizer):
-            for slot in optimizer.state.values():
-                for key, value in slot.items():
-                    if isinstance(value, torch.Tensor) and key != "step":
-                        slot[key] = value.to(device)
-
-    # ---- one step ------------------------------------------------------------------------
-
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+        st, agent = self.state, self.state.agent
         raw = torch.exp(losses.detach().to(torch.float64))
         self._record(raw)
-        self._to(losses.device)
-        state = raw.to(torch.float32)
-        if self.has_base and self.has_previous:
-            gap_reduction = (self.previous_state - state) / self.base_losses.to(state)
-            self._store(self.previous_state, self.previous_action, gap_reduction.min() * self.reward_scale, state)
+        if agent.replay_state.device != losses.device:
+            self.to(losses.device)
+        now = raw.to(torch.float32)
+        if st.has_base and st.has_previous:
+            gap_reduction = (st.previous_state - now) / st.base_losses.to(now)
+            agent.store(st.previous_state, st.previous_action, gap_reduction.min() * self.reward_scale, now)
         if (
-            not self.sac_diverged
-            and self.epoch >= self.update_after_epochs
-            and self.steps % self.update_every == 0
-            and self.replay_size > 0
+            not st.sac_diverged
+            and st.epoch >= self.update_after_epochs
+            and st.steps % self.update_every == 0
+            and agent.replay_size > 0
+            and not agent.train_burst(self.update_every, self.batch_size)
         ):
-            self._train_burst()
+            st.sac_diverged = True
+            log.warning("IGBv2: the SAC agent produced non-finite losses; falling back to equal log-loss weights")
 
-        fallback = torch.zeros((), dtype=torch.bool, device=state.device)
-        if self.epoch < self.random_epochs:
+        fallback = torch.zeros((), dtype=torch.bool, device=now.device)
+        if st.epoch < self.random_epochs:
             draw = torch.randn(self.num_tasks)  # CPU generator, as RLW
-            action = (self.num_tasks * torch.softmax(draw, dim=0)).to(state.device)
+            action = (self.num_tasks * torch.softmax(draw, dim=0)).to(now.device)
             phase = "random"
-        elif self.sac_diverged:
-            action = torch.ones_like(state)
+        elif st.sac_diverged:
+            action = torch.ones_like(now)
             phase = "diverged"
         else:
-            with torch.no_grad():
-                action, _ = self.actor(state.unsqueeze(0))
-            action = action.squeeze(0)
+            action = agent.act(now)
             fallback = ~torch.isfinite(action).all()
             action = torch.where(fallback, torch.ones_like(action), action)
             phase = "sac"
-        self.previous_state = state.clone()
-        self.previous_action = action.detach().clone()
-        self.has_previous = True
-        self.steps += 1
-        self.info = {"phase": phase, "fallback": fallback, "sac_diverged": self.sac_diverged}
+        st.previous_state = now.clone()
+        st.previous_action = action.detach().clone()
+        st.has_previous = True
+        st.steps += 1
+        self.info = {"phase": phase, "fallback": fallback, "sac_diverged": st.sac_diverged}
         return action.to(losses.dtype)
-
-    def _store(self, state: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_state: torch.Tensor) -> None:
-        i = self.replay_pointer
-        self.replay_state[i] = state
-        self.replay_action[i] = action
-        self.replay_reward[i, 0] = reward
-        self.replay_next_state[i] = next_state
-        self.replay_pointer = (i + 1) % self.buffer_size
-        self.replay_size = min(self.replay_size + 1, self.buffer_size)
-
-    def _train_burst(self) -> None:
-        k = 1.0 + self.replay_size / self.buffer_size
-        losses = []
-        with torch.enable_grad():
-            for _ in range(int(self.update_every * k / 2)):
-                losses.append(self._train_once(int(self.batch_size * k / 2)))
-        for module in (self.actor, self.critic):
-            module.zero_grad(set_to_none=True)
-        self.log_alpha.grad = None
-        if not bool(torch.isfinite(torch.stack(losses)).all()):  # one host check per burst
-            self.sac_diverged = True
-            log.warning("IGBv2: the SAC agent produced non-finite losses; falling back to equal log-loss weights")
-
-    def _train_once(self, batch: int) -> torch.Tensor:
-        index = torch.randint(0, self.replay_size, (batch,)).to(self.replay_state.device)
-        s, a = self.replay_state[index], self.replay_action[index]
-        r, s_next = self.replay_reward[index], self.replay_next_state[index]
-        alpha = self.log_alpha.exp().detach()
-        with torch.no_grad():
-            a_next, logp_next = self.actor(s_next)
-            q1_t, q2_t = self.critic_target(s_next, a_next)
-            target = r + self.discount * (torch.min(q1_t, q2_t) - alpha * logp_next)
-        q1, q2 = self.critic(s, a)
-        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        self.critic_optimizer.zero_grad()
-        critic_loss.backward()
-        self.critic_optimizer.step()
-
-        self.critic.requires_grad_(False)
-        a_new, logp = self.actor(s)
-        q1_new, q2_new = self.critic(s, a_new)
-        actor_loss = (alpha * logp - torch.min(q1_new, q2_new)).mean()
-        self.actor_optimizer.zero_grad()
-        actor_loss.backward()
-        self.actor_optimizer.step()
-        self.critic.requires_grad_(True)
-
-        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        self.alpha_optimizer.zero_grad()
-        alpha_loss.backward()
-        self.alpha_optimizer.step()
-
-        with torch.no_grad():
-            for p, p_target in zip(self.critic.parameters(), self.critic_target.parameters()):
-                p_target.mul_(1.0 - self.tau).add_(self.tau * p)
-        self.sac_updates += 1
-        return (critic_loss.detach() + actor_loss.detach()).to(torch.float32)

@@ -8,9 +8,9 @@ From the Gramian: the scaled gradients have Gramian ``D K D`` with ``D = diag(e^
 on it gives ``α'`` (summing to 1), and the shared update ``Σ_t α'_t e^{s_t} g_t`` is ``Jᵀα``
 with ``α = α' ⊙ e^{s}`` (``imtl_g.imtl_g_weights``; same fallback to ``α' = 1/T``).
 
-The scales are trained by the optimizer (``learnable = True``: create the method with
+The scales are trained by the optimizer (learnable: create the method with
 ``tasks=[...]`` and give ``method.parameters()`` to it) on ``Σ_t (e^{s_t} L_t − s_t)``: heads
-get ``e^{s_t} ∇L_t`` as in the paper (``head_weights`` returns ``e^{s}`` with its graph, so the
+get ``e^{s_t} ∇L_t`` as in the paper (the heads' weights are ``e^{s}`` with its graph, so the
 same backward gives ``s`` the gradient ``e^{s_t} L_t``) and ``extra_loss() = −Σ_t s_t`` adds
 the ``−1``.
 """
@@ -22,17 +22,14 @@ from torch import nn
 
 from repmtl.hparams import Finite
 from repmtl.methods._host import to_device, to_host
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import GramianWeighting, TaskWeights, register
 from repmtl.methods.imtl_g import imtl_g_or_fallback
 
 
 @register
-class IMTL(Method):
+class IMTL(GramianWeighting):
     name = "imtl"
-    needs = "gramian"
     family = "hybrid"
-    learnable = True
-    weights_heads = False
     description = "IMTL-L learned loss scales, then IMTL-G on the scaled gradients"
     reference = "Liu et al., ICLR 2021, Sec. 3.3, Alg. 1"
 
@@ -44,17 +41,14 @@ class IMTL(Method):
     def setup(self, num_tasks: int) -> None:
         self.log_scale = nn.Parameter(torch.full((num_tasks,), self.init_scale))
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> TaskWeights:
+        """Shared: ``α' ⊙ e^{s}``. Heads: ``e^{s}`` with its graph, so the same backward gives
+        ``s`` the gradient ``e^{s_t} L_t`` (plus ``extra_loss``'s ``−1``)."""
         scale = torch.exp(self.log_scale.detach().to(device=gramian.device, dtype=gramian.dtype))
         scaled = gramian * scale[:, None] * scale[None, :]
         self.info = {"fallback": False}
         alpha_scaled = imtl_g_or_fallback(self, to_host(scaled))
-        return to_device(alpha_scaled, gramian) * scale
-
-    def head_weights(self, weights: torch.Tensor) -> torch.Tensor:
-        """Heads get ``e^{s_t} ∇L_t``; with its graph, so the same backward gives ``s`` the
-        gradient ``e^{s_t} L_t`` (plus ``extra_loss``'s ``−1``)."""
-        return torch.exp(self.log_scale).to(weights)
+        return TaskWeights(to_device(alpha_scaled, gramian) * scale, heads=torch.exp(self.log_scale).to(gramian))
 
     def extra_loss(self) -> torch.Tensor:
         return -self.log_scale.sum()

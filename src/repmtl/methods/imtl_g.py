@@ -40,7 +40,13 @@ import torch
 
 from repmtl.methods._gramian import active_tasks, fallback, nonfinite_fallback
 from repmtl.methods._host import to_device, to_host
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import (
+    GramianWeighting,
+    Method,
+    TaskWeights,
+    plain_heads,
+    register,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +85,16 @@ def imtl_g_weights(k: np.ndarray) -> tuple[np.ndarray | None, float, float]:
 
 
 @register
-class IMTLG(Method):
+class IMTLG(GramianWeighting):
     name = "imtl-g"
-    needs = "gramian"
     family = "gradient manipulation"
-    weights_heads = False
     description = "Impartial gradients: update with equal projections on every unit task gradient"
     reference = "Liu et al., ICLR 2021, Sec. 3.2, Eq. 6"
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> TaskWeights:
         k = to_host(gramian)
         self.info = {"fallback": False}
-        return to_device(imtl_g_or_fallback(self, k), gramian)
+        return plain_heads(to_device(imtl_g_or_fallback(self, k), gramian))
 
 
 def imtl_g_or_fallback(method: Method, k: np.ndarray) -> np.ndarray:

@@ -18,15 +18,13 @@ import torch
 from torch import nn
 
 from repmtl.hparams import Finite
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import LossWeighting, register
 
 
 @register
-class IMTLL(Method):
+class IMTLL(LossWeighting):
     name = "imtl-l"
-    needs = "losses"
     family = "loss scaling"
-    learnable = True
     description = "Impartial loss scaling: learned scales s_t, objective e^{s_t} L_t - s_t"
     reference = "Liu et al., ICLR 2021, Sec. 3.1, Eq. 2"
 
@@ -37,9 +35,9 @@ class IMTLL(Method):
     def setup(self, num_tasks: int) -> None:
         self.log_scale = nn.Parameter(torch.full((num_tasks,), self.init_scale))
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
         scale = torch.exp(self.log_scale)
-        return scale if losses is None else scale.to(dtype=losses.dtype)
+        return scale.to(dtype=losses.dtype)
 
     def extra_loss(self) -> torch.Tensor:
         return -self.log_scale.sum()

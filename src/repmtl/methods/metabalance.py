@@ -23,24 +23,20 @@ average is meaningful across batches). A task whose averaged norm is 0 is left u
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
 from repmtl.hparams import Decay, NonNegativeInt, Probability
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import Aggregator, JacobianContext, register
 
 Strategy = Literal["both", "reduce", "enlarge"]
 
 
 @register
-class MetaBalance(Method):
+class MetaBalance(Aggregator):
     name = "metabalance"
-    needs = "jacobian"
-    lazy_state = ("norm_average",)
     family = "gradient manipulation"
-    weights_heads = False
     description = "Scale auxiliary-task gradients towards the target task's moving-average norm, per parameter tensor"
     reference = "He et al., WWW 2022, Alg. 1"
 
@@ -67,12 +63,10 @@ class MetaBalance(Method):
             if not 0 <= int(self.target) < num_tasks:
                 raise ValueError(f"target index {self.target} out of range for {num_tasks} tasks")
             self.target_index = int(self.target)
-        # (T, G) moving averages of per-group gradient norms; G is known at the first step.
-        self.register_buffer("norm_average", torch.zeros(num_tasks, 0))
+        self.state.norm_average = None  # (T, G) moving averages of per-group gradient norms; G from the first step
 
-    def direction(
-        self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
-    ) -> torch.Tensor:
+    def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        segments = context.segments
         sizes = [jacobian.shape[1]] if segments is None else [int(s) for s in segments]
         if sum(sizes) != jacobian.shape[1]:
             raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {jacobian.shape[1]} columns")
@@ -81,9 +75,9 @@ class MetaBalance(Method):
         )
         sq = jacobian.new_zeros(jacobian.shape[0], len(sizes)).index_add_(1, group_of_column, jacobian.square())
         norms = sq.sqrt()
-        self.lazy_buffer("norm_average", norms)
-        self.norm_average = self.beta * self.norm_average.to(norms) + (1.0 - self.beta) * norms
-        scale = self.scales(self.norm_average)
+        average = self.state.zeros_like("norm_average", norms, self.name).to(norms)
+        self.state.norm_average = self.beta * average + (1.0 - self.beta) * norms
+        scale = self.scales(self.state.norm_average)
         return (scale[:, group_of_column] * jacobian).sum(0)
 
     def scales(self, averages: torch.Tensor) -> torch.Tensor:

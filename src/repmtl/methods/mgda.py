@@ -21,18 +21,18 @@ import numpy as np
 import torch
 
 from repmtl.hparams import Positive, PositiveInt
+from repmtl.methods._gramian import nonfinite_fallback
 from repmtl.methods._host import to_device, to_host
 from repmtl.methods._minnorm import min_norm_weights
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import GramianWeighting, register
 
 log = logging.getLogger(__name__)
 Normalization = Literal["none", "l2", "loss", "loss+"]
 
 
 @register
-class MGDA(Method):
+class MGDA(GramianWeighting):
     name = "mgda"
-    needs = "gramian"
     family = "gradient manipulation"
     description = "Min-norm convex combination of task gradients (exact or Frank-Wolfe); MGDA-UB at representation level"
     reference = "Sener & Koltun, NeurIPS 2018, Eq. 3 / Eq. 7"
@@ -50,13 +50,16 @@ class MGDA(Method):
         self.max_iter = max_iter
         self.tol = tol
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         k = to_host(gramian)
+        if not np.all(np.isfinite(k)):
+            self.info = {"solver_iterations": 0, "solver_converged": False}
+            return to_device(nonfinite_fallback(self, log, k.shape[0], 1.0 / k.shape[0]), gramian)
         scale = self._scales(k, None if losses is None else to_host(losses))
         result = min_norm_weights(k / np.outer(scale, scale), self.max_iter, self.tol, self.solver)
         if not result.converged:
             log.warning("MGDA min-norm solver stopped after %d iterations with gap %.3g", result.iterations, result.gap)
-        self.info = {"solver_iterations": result.iterations, "solver_converged": result.converged}
+        self.info = {"solver_iterations": result.iterations, "solver_converged": result.converged, "fallback": False}
         return to_device(result.weights / scale, gramian)
 
     def _scales(self, k: np.ndarray, losses: np.ndarray | None) -> np.ndarray:

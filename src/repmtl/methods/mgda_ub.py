@@ -17,6 +17,5 @@ from repmtl.methods.mgda import MGDA
 class MGDAUB(MGDA):
     name = "mgda-ub"
     levels = ("representation",)
-    default_level = "representation"
     description = "MGDA on representation gradients dL_t/dZ (upper-bound surrogate, one encoder backward)"
     reference = "Sener & Koltun, NeurIPS 2018, Eq. 7 / Thm. 1"

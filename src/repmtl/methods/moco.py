@@ -30,25 +30,20 @@ size changes with the batch), so tracking them has no meaning and the level is r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
 
 from repmtl.hparams import NonNegative
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import Aggregator, JacobianContext, register
 
 
 @register
-class MoCo(Method):
+class MoCo(Aggregator):
     name = "moco"
-    needs = "jacobian"
-    counters = ("steps",)
-    lazy_state = ("tracked",)
     family = "gradient manipulation"
     levels = ("parameters",)
-    weights_heads = False
     description = "Tracked task gradients Y and a moving simplex weight lambda; update Y^T lambda"
     reference = "Fernando et al., ICLR 2023, Alg. 1"
 
@@ -70,32 +65,31 @@ class MoCo(Method):
         self.gradient_normalization = gradient_normalization
 
     def setup(self, num_tasks: int) -> None:
-        self.register_buffer("tracked", torch.zeros(num_tasks, 0))  # Y, (T, d) from the first step
-        self.register_buffer("lambd", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
-        self.steps = 0
+        self.state.tracked = None  # Y, (T, d) from the first step
+        self.state.lambd = torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64)
+        self.state.steps = 0
 
-    def direction(
-        self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
-    ) -> torch.Tensor:
-        self.lazy_buffer("tracked", jacobian)
-        self.steps += 1
-        beta_k = self.beta / self.steps**self.beta_sigma
-        gamma_k = self.gamma / self.steps**self.gamma_sigma
+    def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        st = self.state
+        tracked = st.zeros_like("tracked", jacobian, self.name).to(jacobian)
+        st.steps += 1
+        beta_k = self.beta / st.steps**self.beta_sigma
+        gamma_k = self.gamma / st.steps**self.gamma_sigma
         observed = jacobian
         if self.gradient_normalization == "loss":
             norms = jacobian.norm(dim=1, keepdim=True)
             safe = torch.where(norms > 0, norms, torch.ones_like(norms))
             unit = torch.where(norms > 0, jacobian / safe, torch.zeros_like(jacobian))
-            observed = unit * losses.to(jacobian).abs().unsqueeze(1)
-        self.tracked = self.tracked.to(jacobian) - beta_k * (self.tracked.to(jacobian) - observed)
+            observed = unit * context.losses.to(jacobian).abs().unsqueeze(1)
+        st.tracked = tracked - beta_k * (tracked - observed)
 
-        gram = (self.tracked @ self.tracked.T).to(torch.float64)  # Y Yᵀ, T×T
-        lambd = self.lambd.to(gram.device)
+        gram = (st.tracked @ st.tracked.T).to(torch.float64)  # Y Yᵀ, T×T
+        lambd = st.lambd.to(gram.device)
         step = gram @ lambd + self.rho * lambd
         moved = lambd - gamma_k * step
-        self.lambd = torch.softmax(moved, dim=0) if self.projection == "softmax" else project_to_simplex(moved)
-        self.info = {"lambda": self.lambd.detach()}
-        return self.lambd.to(jacobian.dtype) @ self.tracked
+        st.lambd = torch.softmax(moved, dim=0) if self.projection == "softmax" else project_to_simplex(moved)
+        self.info = {"lambda": st.lambd.detach()}
+        return st.lambd.to(jacobian.dtype) @ st.tracked
 
 
 def project_to_simplex(vector: torch.Tensor) -> torch.Tensor:

@@ -31,22 +31,17 @@ meaning (and breaks when the batch size changes), so ``level="representation"`` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from repmtl.hparams import Decay, Finite, NonNegative
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import Aggregator, JacobianContext, register
 
 
 @register
-class MTAdam(Method):
+class MTAdam(Aggregator):
     name = "mtadam"
-    needs = "jacobian"
-    counters = ("steps",)
     family = "gradient manipulation"
     levels = ("parameters",)
-    weights_heads = False
     shared_optimizer = "sgd"  # the trainer applies MTAdam's step with plain SGD
     description = "Adam with per-layer magnitude balancing of task gradients (use with plain SGD on shared params)"
     reference = "Malkiel & Wolf, EMNLP 2021, Alg. 1"
@@ -68,42 +63,39 @@ class MTAdam(Method):
         if self.ranks is not None and len(self.ranks) != num_tasks:
             raise ValueError(f"ranks has {len(self.ranks)} values for {num_tasks} tasks")
         # Shapes known at the first step: norms (T, G), moments (T, d).
-        self.register_buffer("norms", torch.zeros(num_tasks, 0))
-        self.register_buffer("exp_avg", torch.zeros(num_tasks, 0))
-        self.register_buffer("exp_avg_sq", torch.zeros(num_tasks, 0))
-        self.steps = 0
+        self.state.norms = None
+        self.state.exp_avg = None
+        self.state.exp_avg_sq = None
+        self.state.steps = 0
 
-    _LAZY = ("norms", "exp_avg", "exp_avg_sq")
-    lazy_state = _LAZY
-
-    def direction(
-        self, jacobian: torch.Tensor, losses: torch.Tensor, segments: Sequence[int] | None = None
-    ) -> torch.Tensor:
+    def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        segments = context.segments
         if segments is None:
             raise ValueError("MTAdam needs the parameter segments (it is defined at level='parameters' only)")
         sizes = [int(s) for s in segments]
         if sum(sizes) != jacobian.shape[1]:
             raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {jacobian.shape[1]} columns")
         tasks, _width = jacobian.shape
-        self.lazy_buffer("norms", jacobian.new_zeros(tasks, len(sizes)))
-        self.lazy_buffer("exp_avg", jacobian)
-        self.lazy_buffer("exp_avg_sq", jacobian)
+        st = self.state
+        previous_norms = st.zeros_like("norms", jacobian.new_zeros(tasks, len(sizes)), self.name).to(jacobian)
+        exp_avg = st.zeros_like("exp_avg", jacobian, self.name).to(jacobian)
+        exp_avg_sq = st.zeros_like("exp_avg_sq", jacobian, self.name).to(jacobian)
         beta1, beta2, beta3 = self.betas
         group_of_column = torch.repeat_interleave(
             torch.arange(len(sizes), device=jacobian.device), torch.tensor(sizes, device=jacobian.device)
         )
         norms = jacobian.new_zeros(tasks, len(sizes)).index_add_(1, group_of_column, jacobian.square()).sqrt()
-        self.steps += 1
-        self.norms = norms if self.steps == 1 else beta3 * self.norms.to(norms) + (1.0 - beta3) * norms
+        st.steps += 1
+        st.norms = norms if st.steps == 1 else beta3 * previous_norms + (1.0 - beta3) * norms
 
-        scale = balancing_scales(self.norms, self.norm_threshold, self._ranks(jacobian))
+        scale = balancing_scales(st.norms, self.norm_threshold, self._ranks(jacobian))
         balanced = scale[:, group_of_column] * jacobian
-        self.exp_avg = beta1 * self.exp_avg.to(balanced) + (1.0 - beta1) * balanced
-        self.exp_avg_sq = beta2 * self.exp_avg_sq.to(balanced) + (1.0 - beta2) * balanced.square()
-        correction1 = 1.0 - beta1**self.steps
-        correction2 = 1.0 - beta2**self.steps
-        denom = (self.exp_avg_sq.sqrt() / correction2**0.5 + self.eps).amax(0)
-        return (self.exp_avg / correction1).sum(0) / denom
+        st.exp_avg = beta1 * exp_avg + (1.0 - beta1) * balanced
+        st.exp_avg_sq = beta2 * exp_avg_sq + (1.0 - beta2) * balanced.square()
+        correction1 = 1.0 - beta1**st.steps
+        correction2 = 1.0 - beta2**st.steps
+        denom = (st.exp_avg_sq.sqrt() / correction2**0.5 + self.eps).amax(0)
+        return (st.exp_avg / correction1).sum(0) / denom
 
     def _ranks(self, like: torch.Tensor) -> torch.Tensor:
         if self.ranks is None:

@@ -16,7 +16,7 @@ Official options kept:
   scaling ``α``, which is the same at ``level="parameters"``; at ``level="representation"`` the
   bound applies to the gradient w.r.t. ``Z``. ``max_norm <= 0`` disables it. Since ``αᵀKα = T``
   at the solution, the clip is active whenever ``T > max_norm²``. As in the official code, the
-  clip applies to the shared update only: ``head_weights`` gives the heads the unclipped ``α``.
+  clip applies to the shared update only: the heads get the unclipped ``α``.
 * ``update_weights_every`` (default 1): solve every ``k``-th step and reuse the previous ``α``
   in between, as the official code does (the Gramian is still computed by ``repmtl.backward``, so
   only the solve is saved; the clip uses the current Gramian).
@@ -43,15 +43,14 @@ from repmtl.hparams import NonNegative, Positive, PositiveInt
 from repmtl.methods._fair import solve_fair_weights
 from repmtl.methods._gramian import active_tasks, clip_to_norm, fallback
 from repmtl.methods._host import to_device, to_host
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import GramianWeighting, TaskWeights, register
 
 log = logging.getLogger(__name__)
 
 
 @register
-class NashMTL(Method):
+class NashMTL(GramianWeighting):
     name = "nashmtl"
-    needs = "gramian"
     family = "gradient manipulation"
     description = "Nash bargaining solution K alpha = 1/alpha (exact Newton solve), update norm clipped"
     reference = "Navon et al., ICML 2022, Eq. 3 / Thm. 3.1"
@@ -69,36 +68,38 @@ class NashMTL(Method):
         self.update_weights_every = int(update_weights_every)
         self.max_iter = int(max_iter)
         self.tol = float(tol)
-        self.step = 0
-        self.prev_alpha: np.ndarray | None = None
 
     def setup(self, num_tasks: int) -> None:
-        self.prev_alpha = np.ones(num_tasks)  # the official initial prvs_alpha
+        self.state.step = 0
+        self.state.prev_alpha = [1.0] * num_tasks  # the official initial prvs_alpha
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def prev_alpha(self) -> np.ndarray:
+        """The last solved ``α`` (a fresh array)."""
+        return np.asarray(self.state.prev_alpha, dtype=np.float64)
+
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> TaskWeights:
+        """Shared: ``α`` clipped to ``max_norm``; heads: the unclipped ``α`` (the official code
+        clips only the shared gradients)."""
         k = to_host(gramian)
-        solve = self.step % self.update_weights_every == 0
-        self.step += 1
+        solve = self.state.step % self.update_weights_every == 0
+        self.state.step += 1
         self.info = {"solved": solve, "fallback": False}
-        alpha = self.prev_alpha.copy()
+        alpha = self.prev_alpha
         if solve:
             alpha = self._solve(k)
-            self.prev_alpha = alpha.copy()
-        self._head_alpha = to_device(alpha, gramian)
+            self.state.prev_alpha = alpha.tolist()
+        unclipped = to_device(alpha, gramian)
         alpha, clipped = clip_to_norm(alpha, k, self.max_norm)
         self.info["clipped"] = clipped
-        return to_device(alpha, gramian)
-
-    def head_weights(self, weights: torch.Tensor) -> torch.Tensor:
-        """The official code clips only the shared gradients: heads get the unclipped ``α``."""
-        return self._head_alpha
+        return TaskWeights(to_device(alpha, gramian), heads=unclipped)
 
     def _solve(self, k: np.ndarray) -> np.ndarray:
         if not np.all(np.isfinite(k)):
-            return fallback(self, log, "the Gramian is not finite", self.prev_alpha.copy())
+            return fallback(self, log, "the Gramian is not finite", self.prev_alpha)
         active = active_tasks(k)
         if not active.any():
-            return fallback(self, log, "every task gradient is zero", self.prev_alpha.copy())
+            return fallback(self, log, "every task gradient is zero", self.prev_alpha)
         sub = k[np.ix_(active, active)]
         start = self.prev_alpha[active]
         result = solve_fair_weights(sub, 1.0, start=start, max_iter=self.max_iter, tol=self.tol)
@@ -108,7 +109,7 @@ class NashMTL(Method):
                 log,
                 f"Newton solve of K alpha = 1/alpha did not converge (residual {result.residual:.3g}, "
                 "no bargaining solution: Pareto-stationary point?)",
-                self.prev_alpha.copy(),
+                self.prev_alpha,
                 solver_iterations=result.iterations,
             )
         alpha = np.empty(k.shape[0])
@@ -116,13 +117,3 @@ class NashMTL(Method):
         alpha[~active] = result.weights.mean()
         self.info.update(solver_iterations=result.iterations, residual=result.residual)
         return alpha
-
-    def get_extra_state(self) -> dict:
-        prev = None if self.prev_alpha is None else self.prev_alpha.tolist()
-        return {**super().get_extra_state(), "step": self.step, "prev_alpha": prev}
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.step = int(state["step"])
-        if state.get("prev_alpha") is not None:
-            self.prev_alpha = np.asarray(state["prev_alpha"], dtype=np.float64)

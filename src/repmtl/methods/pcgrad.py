@@ -12,21 +12,23 @@ plain task gradients. The random orders come from the global torch RNG (reproduc
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import numpy as np
 import torch
 
+from repmtl.methods._gramian import nonfinite_fallback
 from repmtl.methods._host import to_device, to_host
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import GramianWeighting, TaskWeights, plain_heads, register
+
+log = logging.getLogger(__name__)
 
 
 @register
-class PCGrad(Method):
+class PCGrad(GramianWeighting):
     name = "pcgrad"
-    needs = "gramian"
     family = "gradient manipulation"
-    weights_heads = False
     description = "Gradient surgery: project conflicting task gradients onto each other's normal plane"
     reference = "Yu et al., NeurIPS 2020, Alg. 1"
 
@@ -34,15 +36,18 @@ class PCGrad(Method):
         super().__init__()
         self.reduction = reduction
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> TaskWeights:
         k = to_host(gramian)
         n = k.shape[0]
-        orders = [torch.randperm(n).tolist() for _ in range(n)]
+        orders = [torch.randperm(n).tolist() for _ in range(n)]  # drawn always: the RNG stream stays aligned
+        self.info = {"fallback": False}
+        if not np.all(np.isfinite(k)):
+            return plain_heads(to_device(nonfinite_fallback(self, log, n, 1.0), gramian))
         coefficients = pcgrad_coefficients(k, orders)
         alpha = coefficients.sum(axis=0)
         if self.reduction == "mean":
             alpha /= n
-        return to_device(alpha, gramian)
+        return plain_heads(to_device(alpha, gramian))
 
 
 def pcgrad_coefficients(k: np.ndarray, orders: list[list[int]]) -> np.ndarray:

@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import torch
 
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import LossWeighting, TaskWeights, plain_heads, register
 
 
 @register
-class RandomGradientWeighting(Method):
+class RandomGradientWeighting(LossWeighting):
     name = "rgw"
-    needs = "losses"
     family = "random gradient"
-    weights_heads = False
     description = "Random gradient weights softmax(N(0, I)) on the shared update; heads get plain task gradients"
     reference = "Lin et al., TMLR 2022 (RGW); Mao et al., IEEE Access 2024, §II-A, Eq. 2"
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor) -> TaskWeights:
         draw = torch.randn(self.num_tasks, dtype=losses.dtype)  # CPU generator: device-independent
-        return torch.softmax(draw, dim=0).to(losses.device)
+        return plain_heads(torch.softmax(draw, dim=0).to(losses.device))

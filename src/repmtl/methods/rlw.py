@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import LossWeighting, register
 
 
 @register
-class RandomLossWeighting(Method):
+class RandomLossWeighting(LossWeighting):
     name = "rlw"
-    needs = "losses"
     family = "loss scaling"
     description = "Random loss weights softmax(N(0, I)) drawn every step"
     reference = "Lin et al., Reasonable Effectiveness of Random Weighting, TMLR 2022"
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
         draw = torch.randn(self.num_tasks, dtype=losses.dtype)  # CPU generator: device-independent
         return torch.softmax(draw, dim=0).to(losses.device)

@@ -24,7 +24,7 @@ step, the nadir is taken from the next epoch that does.
 
 The loss transform is ``"log"``: the method sees ``l_t = log(L_t + eps)`` and recovers the raw
 losses for the nadir as ``exp(l_t)`` (exact up to ``eps``). :func:`repmtl.backward` refuses any
-other ``loss_transform`` with an error (``requires_loss_transform``), since the weights are
+other ``loss_transform`` with an error (``loss_transform = requires("log")``), since the weights are
 defined on the log losses. The official code forms
 ``log(L_t/n_t + 1e-20)``; the two differ only in where the tiny offset sits.
 Defaults ``mu = 1.0``, ``warmup_epochs = 4`` (the official configuration).
@@ -35,18 +35,15 @@ from __future__ import annotations
 import torch
 
 from repmtl.hparams import NonNegativeInt, Positive
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import LossWeighting, register, requires
 
 
 @register
-class STCH(Method):
+class STCH(LossWeighting):
     name = "stch"
-    needs = "losses"
-    counters = ("loss_count", "epoch", "has_nadir")
     family = "loss scaling"
-    loss_transform = "log"
     #: the weights are defined on log losses: ``repmtl.backward`` refuses any other transform
-    requires_loss_transform = True
+    loss_transform = requires("log")
     description = "Smooth Tchebycheff scalarisation of nadir-normalised log losses, after a log-EW warm-up"
     reference = "Lin et al., ICML 2024 (smooth Tchebycheff); official STCH_MTL code"
 
@@ -61,33 +58,33 @@ class STCH(Method):
 
     def setup(self, num_tasks: int) -> None:
         kw = {"dtype": torch.float64}
-        self.register_buffer("loss_sum", torch.zeros(num_tasks, **kw))
-        self.register_buffer("log_nadir", torch.zeros(num_tasks, **kw))
-        self.loss_count = 0
-        self.epoch = 0
-        self.has_nadir = False
+        self.state.loss_sum = torch.zeros(num_tasks, **kw)
+        self.state.log_nadir = torch.zeros(num_tasks, **kw)
+        self.state.loss_count = 0
+        self.state.epoch = 0
+        self.state.has_nadir = False
         if self.nadir is not None:
             if len(self.nadir) != num_tasks:
                 raise ValueError(f"nadir has {len(self.nadir)} values for {num_tasks} tasks")
-            self.log_nadir = torch.log(torch.tensor(self.nadir, **kw))
-            self.has_nadir = True
+            self.state.log_nadir = torch.log(torch.tensor(self.nadir, **kw))
+            self.state.has_nadir = True
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
         log_losses = losses.detach().to(torch.float64)
-        if not self.has_nadir:
-            if self.epoch >= self.warmup_epochs:
-                self.loss_sum = self.loss_sum.to(log_losses.device) + torch.exp(log_losses)
-                self.loss_count += 1
+        if not self.state.has_nadir:
+            if self.state.epoch >= self.warmup_epochs:
+                self.state.loss_sum = self.state.loss_sum.to(log_losses.device) + torch.exp(log_losses)
+                self.state.loss_count += 1
                 self.info = {"phase": "nadir"}
             else:
                 self.info = {"phase": "warmup"}
             return torch.ones_like(losses)
         self.info = {"phase": "stch"}
-        relative = (log_losses - self.log_nadir.to(log_losses.device)) / self.mu
+        relative = (log_losses - self.state.log_nadir.to(log_losses.device)) / self.mu
         return (self.num_tasks * torch.softmax(relative, dim=0)).to(losses.dtype)
 
     def end_epoch(self) -> None:
-        if not self.has_nadir and self.epoch >= self.warmup_epochs and self.loss_count > 0:
-            self.log_nadir = torch.log(self.loss_sum / self.loss_count)
-            self.has_nadir = True
-        self.epoch += 1
+        if not self.state.has_nadir and self.state.epoch >= self.warmup_epochs and self.state.loss_count > 0:
+            self.state.log_nadir = torch.log(self.state.loss_sum / self.state.loss_count)
+            self.state.has_nadir = True
+        self.state.epoch += 1

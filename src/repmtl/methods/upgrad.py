@@ -35,7 +35,7 @@ from scipy.optimize import nnls
 from repmtl.hparams import NonNegative, Positive
 from repmtl.methods._gramian import active_tasks, fallback, min_norm_weights_exact
 from repmtl.methods._host import to_device, to_host
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import GramianWeighting, TaskWeights, plain_heads, register
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,9 @@ def upgrad_weights(k: np.ndarray, pref: np.ndarray, reg_eps: float = 0.0) -> np.
 
 
 @register
-class UPGrad(Method):
+class UPGrad(GramianWeighting):
     name = "upgrad"
-    needs = "gramian"
     family = "gradient manipulation"
-    weights_heads = False
     description = "Average of the task gradients projected onto the dual cone of all of them (non-conflicting)"
     reference = "Quinton & Rey, arXiv 2406.16232 (2024), Sec. 3; TorchJD"
 
@@ -93,20 +91,20 @@ class UPGrad(Method):
         if self.pref_vector is not None and len(self.pref_vector) != num_tasks:
             raise ValueError(f"pref_vector has {len(self.pref_vector)} entries for {num_tasks} tasks")
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, gramian: torch.Tensor, losses: torch.Tensor) -> TaskWeights:
         k = to_host(gramian)
         n = k.shape[0]
         pref = np.full(n, 1.0 / n) if self.pref_vector is None else np.asarray(self.pref_vector)
         self.info = {"fallback": False}
         if not np.all(np.isfinite(k)):
-            return to_device(fallback(self, log, "the Gramian is not finite", pref), gramian)
+            return plain_heads(to_device(fallback(self, log, "the Gramian is not finite", pref), gramian))
         alpha = upgrad_weights(k, pref, self.reg_eps)
         if alpha is None or not self._conflict_free(k, alpha):
             active = active_tasks(k)
             safe = np.zeros(n)
             safe[active] = min_norm_weights_exact(k[np.ix_(active, active)])
             alpha = fallback(self, log, "projection QPs gave a non-finite or conflicting result", safe)
-        return to_device(alpha, gramian)
+        return plain_heads(to_device(alpha, gramian))
 
     def _conflict_free(self, k: np.ndarray, alpha: np.ndarray) -> bool:
         """``(Kα)_t = g_tᵀ(Jᵀα) ≥ −tol (‖g_t‖ ‖Jᵀα‖ + Σ_s |K_ts α_s|)`` for every task: no

@@ -12,15 +12,13 @@ import torch
 from torch import nn
 
 from repmtl.hparams import Finite
-from repmtl.methods.base import Method, register
+from repmtl.methods.base import LossWeighting, register
 
 
 @register
-class UncertaintyWeighting(Method):
+class UncertaintyWeighting(LossWeighting):
     name = "uw"
-    needs = "losses"
     family = "loss scaling"
-    learnable = True
     description = "Uncertainty weighting: learned log-variances s_t, weights exp(-s_t)/2"
     reference = "Kendall et al., CVPR 2018, Eq. 7"
 
@@ -31,7 +29,7 @@ class UncertaintyWeighting(Method):
     def setup(self, num_tasks: int) -> None:
         self.log_variance = nn.Parameter(torch.full((num_tasks,), float(self.init_log_variance)))
 
-    def weights(self, gramian: torch.Tensor | None, losses: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
         return 0.5 * torch.exp(-self.log_variance)
 
     def extra_loss(self) -> torch.Tensor:

@@ -48,8 +48,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise KeyError(f"unknown task {config.single_task!r} for {bench.name}; tasks: {task_names}")
 
     method = M.create(config.method, tasks=task_names, **config.method_args)
-    level = config.level or method.default_level
-    method.check_level(level)
+    level = method.resolve_level(config.level)
     if config.regularizer:
         R.create(config.regularizer, **config.regularizer_args)
     if config.loss_transform not in (None, "none", "log"):
@@ -65,7 +64,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         lr=config.lr if config.lr is not None else defaults.lr,
         weight_decay=config.weight_decay if config.weight_decay is not None else defaults.weight_decay,
         level=level,
-        loss_transform=config.loss_transform or method.loss_transform,
+        loss_transform=config.loss_transform or method.loss_transform.transform,
         encoder=config.encoder or (bench.encoders[0] if bench.encoders else None),
         method_args=validate(f"method {method.name!r}", type(method), config.method_args),
     )

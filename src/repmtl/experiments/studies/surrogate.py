@@ -40,7 +40,7 @@ def gradient_methods() -> list[str]:
     """Every registered gradient-manipulation (or hybrid) method, i.e. one that needs the task
     Gramian or Jacobian, that works at both levels."""
     return sorted(name for name, cls in methods.registry().items()
-                  if cls.needs in ("gramian", "jacobian") and cls.family in _GRADIENT_FAMILIES
+                  if cls.consumes in ("gramian", "jacobian") and cls.family in _GRADIENT_FAMILIES
                   and set(_LEVELS) <= set(cls.levels))
 
 
@@ -58,7 +58,7 @@ def _level(setting: Setting) -> str:
     level = setting.config.get("level")
     if level:
         return str(level)
-    return methods.lookup(str(setting.config["method"])).default_level
+    return methods.default_level(methods.lookup(str(setting.config["method"]))) or "parameters"
 
 
 def _epoch_time(setting: Setting) -> float | None:
