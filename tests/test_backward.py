@@ -68,7 +68,7 @@ def test_ew_equals_plain_backward_of_the_sum(model, batch):
     assert record.tasks == ("t0", "t1")
 
 
-@pytest.mark.parametrize("level", ["parameters", "representation"])
+@pytest.mark.parametrize("level", ["parameters", "last_layer", "representation"])
 @pytest.mark.parametrize("weights_heads", [True, False])
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_gramian_method_applies_weights(model, batch, level, weights_heads, vectorize):
@@ -88,6 +88,8 @@ def test_gramian_method_applies_weights(model, batch, level, weights_heads, vect
     stacked = torch.stack(list(losses.values()))
     if level == "parameters":
         jac = G.parameter_jacobian(stacked, list(model.shared_parameters()))
+    elif level == "last_layer":
+        jac = G.parameter_jacobian(stacked, [model.encoder[3].weight, model.encoder[3].bias])
     else:
         jac = G.saliency(stacked, out.representation).flatten(1)
     torch.testing.assert_close(method.seen, jac @ jac.T)

@@ -15,7 +15,13 @@ import torch
 
 import repmtl
 from repmtl import methods as M
-from repmtl.methods.base import Aggregator, GramianWeighting, JacobianContext, LossWeighting, TaskWeights
+from repmtl.methods.base import (
+    Aggregator,
+    GramianWeighting,
+    JacobianContext,
+    LossWeighting,
+    TaskWeights,
+)
 from tests.conftest import tiny_losses, tiny_model
 
 #: hyper-parameters that make a method runnable (``fixed``) or exercise its later phases within

@@ -159,7 +159,7 @@ def test_non_finite_gramian_gives_finite_weights(name, bad):
 
 
 def _per_task_gradients(model, batch, params):
-    out, losses = tiny_losses(model, batch)
+    _out, losses = tiny_losses(model, batch)
     return [torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True) for loss in losses.values()]
 
 

@@ -21,7 +21,7 @@ from repmtl.train.experiment import (
     results_table,
     run_experiment,
 )
-from repmtl.train.trainer import RunResult
+from repmtl.train.persistence import RunResult
 from tests.qm9._fixtures import write_dataset
 
 needs_pyg = pytest.mark.skipif(importlib.util.find_spec("torch_geometric") is None,

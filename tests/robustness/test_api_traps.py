@@ -12,7 +12,6 @@ from torch import nn
 import repmtl
 from repmtl import methods
 from repmtl.model import MultiTaskModel
-from repmtl.step import _is_stateful
 
 ARGS = {"fixed": {"weights": [1.0, 2.0]}}
 
@@ -35,7 +34,7 @@ def test_stateful_method_by_name_raises(name):
     model = _model()
     out = model(torch.randn(4, 6))
     losses = {t: p.pow(2).mean() for t, p in out.predictions.items()}
-    stateful = _is_stateful(methods.create(name, tasks=["a", "b"]))
+    stateful = methods.create(name, tasks=["a", "b"]).stateful
     if stateful:
         with pytest.raises(TypeError, match="Create it once"):
             repmtl.backward(losses, representation=out.representation, method=name)
@@ -45,9 +44,9 @@ def test_stateful_method_by_name_raises(name):
 
 
 def test_famo_and_dwa_count_as_stateful():
-    assert _is_stateful(methods.create("famo", tasks=["a", "b"]))
-    assert _is_stateful(methods.create("dwa", tasks=["a", "b"]))
-    assert not _is_stateful(methods.create("pcgrad", tasks=["a", "b"]))
+    assert methods.create("famo", tasks=["a", "b"]).stateful
+    assert methods.create("dwa", tasks=["a", "b"]).stateful
+    assert not methods.create("pcgrad", tasks=["a", "b"]).stateful
 
 
 @pytest.mark.parametrize("name", [n for n, c in methods.available().items() if "parameters" in _levels(c)])

@@ -49,7 +49,7 @@ def is_stateful(cls: type[Method]) -> str:
     method = _probe(cls)
     if method is None:
         return "?"
-    return "yes" if (len(method.state) or method.learnable) else "no"
+    return "yes" if method.stateful else "no"
 
 
 def is_learnable(cls: type[Method]) -> str:

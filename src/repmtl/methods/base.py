@@ -141,6 +141,12 @@ class Method(nn.Module):
         """Whether an optimizer must update parameters of the method (UW's log-variances)."""
         return any(True for _ in self.parameters())
 
+    @property
+    def stateful(self) -> bool:
+        """Whether the method carries anything from one step to the next (state or learnable
+        parameters): such a method must be created once and kept, not re-created per step."""
+        return len(self.state) > 0 or self.learnable
+
     def bind(self, task_names: Sequence[str]) -> Method:
         """Attach the method to its tasks (idempotent for the same tasks)."""
         names = tuple(task_names)

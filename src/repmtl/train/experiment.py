@@ -20,10 +20,12 @@ from rich.table import Table
 from repmtl.data import get_benchmark
 from repmtl.metrics.improvement import Improvement, delta_p_or_reason
 from repmtl.train.config import TrainConfig
+from repmtl.train.persistence import RunResult
 from repmtl.train.resolve import build_options, resolve
 from repmtl.train.runfolder import State, check_writable, folder_state, plan_start
 from repmtl.train.runlog import write_json_atomic
-from repmtl.train.trainer import RunResult, Scores, single_task_config, train
+from repmtl.train.selection import Scores
+from repmtl.train.trainer import single_task_config, train
 
 
 @dataclass

@@ -65,7 +65,7 @@ def build_optimizers(
 ) -> Optimizers:
     """The benchmark's optimizer over the model (and the method's learnable parameters, e.g.
     UW's log-variances); shared parameters move to plain SGD when the method asks for it."""
-    method_params = list(method.parameters()) if method.learnable else []
+    method_params = list(method.parameters())  # learnable methods (UW, IMTL, GradNorm); empty otherwise
     shared_ids = {id(p) for p in shared}
     separate_shared = method.shared_optimizer == "sgd"
     main = [

@@ -1,127 +1,64 @@
-"""The trainer: epochs of ``repmtl.backward`` steps, evaluation, model selection on the
-validation split, atomic checkpoints and exact resumption (``docs/architecture.md``, "Training")."""
+"""The trainer: epochs of ``repmtl.backward`` steps and evaluation, with exact resumption
+(``docs/architecture.md``, "Training"). The run is built by ``build.py``, the epoch kept by
+``selection.py``, checkpoints and results written by ``persistence.py``, progress shown by
+``console.py``."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import torch
 from rich.console import Console
 
 from repmtl import logkeys as K
-from repmtl import methods as M
-from repmtl import regularizers as R
-from repmtl.benchmarks import Benchmark
-from repmtl.data import get_benchmark
 from repmtl.diagnostics import layer_alphas, step_diagnostics
-from repmtl.metrics.improvement import delta_p
 from repmtl.step import BackwardRecord, backward
-from repmtl.tasks import Task
 from repmtl.train import checkpoint as ckpt
+from repmtl.train.build import build_run
 from repmtl.train.config import TrainConfig
 from repmtl.train.console import epoch_progress, print_epoch
 from repmtl.train.data import MultiInputEpoch, eval_loader, to_device, train_loader
 from repmtl.train.interrupt import StopFlag, TrainingInterrupted, stop_on_signals
-from repmtl.train.optim import build_optimizers
-from repmtl.train.resolve import build_options, resolve
+from repmtl.train.persistence import (
+    RunResult,
+    load_best,
+    restore_last,
+    save_best,
+    save_last,
+    write_run_description,
+)
+from repmtl.train.resolve import resolve
 from repmtl.train.runfolder import check_writable, clear_run, plan_start
-from repmtl.train.runlog import RunLogger, environment, name_vectors, write_json_atomic
+from repmtl.train.runlog import RunLogger, name_vectors
+from repmtl.train.selection import Scores, Selection
 
 log = logging.getLogger(__name__)
-Scores = dict[str, dict[str, float]]
-
-#: config fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"epochs", "device", "progress", "num_workers", "log_every", "out"}
-
-
-@dataclass
-class RunResult:
-    """The outcome of one run: metrics of the epoch selected on validation, on val and test."""
-
-    run_dir: Path
-    config: TrainConfig
-    tasks: tuple[str, ...]
-    best_epoch: int
-    val: Scores
-    test: Scores
-    lower_is_better: dict[str, dict[str, bool]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir),
-            "config": self.config.to_dict(),
-            "tasks": list(self.tasks),
-            "best_epoch": self.best_epoch,
-            "val": self.val,
-            "test": self.test,
-            "lower_is_better": self.lower_is_better,
-        }
-
-    @classmethod
-    def load(cls, run_dir: Path) -> RunResult:
-        data = json.loads((Path(run_dir) / "results.json").read_text())
-        return cls(
-            run_dir=Path(run_dir),
-            config=TrainConfig.from_dict(data["config"]),
-            tasks=tuple(data["tasks"]),
-            best_epoch=data["best_epoch"],
-            val=data["val"],
-            test=data["test"],
-            lower_is_better=data["lower_is_better"],
-        )
 
 
 class Trainer:
-    """Builds a run from its config and trains it.
+    """Trains the run of ``config`` (built by :func:`repmtl.train.build.build_run`).
 
-    ``baseline_val``: single-task validation scores; when given, the epoch is selected by
-    ``Δp_task`` on validation against them, otherwise by the mean signed relative change of each
-    task's primary metric against the first epoch.
+    ``baseline_val``: single-task validation scores; the epoch is then selected by ``Δp_task``
+    on validation against them (:mod:`repmtl.train.selection`).
     """
 
     def __init__(self, config: TrainConfig, baseline_val: Scores | None = None, console: Console | None = None) -> None:
         config = resolve(config)
         self.config = config
         self.console = console or Console(stderr=True)
-        self.benchmark: Benchmark = get_benchmark(config.benchmark)
-        self.baseline_val = baseline_val
         self.device = torch.device(config.device)
         self.run_dir = config.run_dir()
-        self.options = build_options(config)
-        bench = self.benchmark
+        self.run = build_run(config)
+        self.benchmark, self.tasks, self.task_names = self.run.benchmark, self.run.tasks, self.run.task_names
+        self.model, self.method, self.optimizers = self.run.model, self.run.method, self.run.optimizers
         self.epochs, self.batch_size = config.epochs, config.batch_size
-        self.eval_batch_size = bench.defaults.eval_batch_size or self.batch_size
-
-        tasks = bench.tasks(self.options)
-        if config.single_task:
-            tasks = [t for t in tasks if t.name == config.single_task]
-        self.tasks: list[Task] = tasks
-        self.task_names = tuple(t.name for t in tasks)
-
-        ckpt.seed_everything(config.seed)
-        self.splits = bench.splits(self.options)
-        self.model = bench.model(self.options, tasks).to(self.device)
-        method_name = "ew" if config.single_task else config.method
-        method_args = {} if config.single_task else config.method_args
-        self.method = M.create(method_name, tasks=self.task_names, **method_args).to(self.device)
-        self.level = config.level
-        self.regularizers = [] if (config.single_task or not config.regularizer) else [
-            R.create(config.regularizer, **config.regularizer_args).to(self.device)
-        ]
-        self.shared = [p for p in self.model.shared_parameters()]
-        regularizer_params = [p for r in self.regularizers for p in r.parameters()]
-        self.optimizers = build_optimizers(self.model, self.shared, self.method, regularizer_params,
-                                           bench.defaults, config.lr, config.weight_decay)
+        self.eval_batch_size = self.benchmark.defaults.eval_batch_size or self.batch_size
+        self.selection = Selection(self.tasks, baseline_val)
         self.epoch = 0  # epochs completed
         self.step = 0
-        self.best_score = -float("inf")
-        self.best_epoch = -1  # 1-based epoch of best.pt
-        self.reference_val: Scores | None = None
         #: where an interrupted epoch stopped: batches done and the epoch's running sums
         self._position: dict[str, Any] | None = None
         self._pending_rng: dict[str, Any] | None = None
@@ -137,13 +74,11 @@ class Trainer:
         if stale:
             self.console.print(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write")
         if plan.action == "resume":
-            self._restore(ckpt.load(self.run_dir / "checkpoints" / "last.pt", self.device))
+            self._restore()
         else:
             clear_run(self.run_dir)
             self._warn_random_init()
-        resolved = {**self.config.to_dict(), "tasks": list(self.task_names)}
-        (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
-        (self.run_dir / "environment.json").write_text(json.dumps(environment(), indent=2, default=str))
+        write_run_description(self.run_dir, self.config, self.task_names)
         logger = RunLogger(self.run_dir, resume=(self.epoch, self.step) if plan.action == "resume" else None)
         try:
             with stop_on_signals() as stop:
@@ -157,15 +92,10 @@ class Trainer:
         number = self.epoch + 1  # epochs are counted from 1 wherever a person reads them
         train_stats = self._train_epoch(logger, stop)
         val = self.evaluate("val")
-        score = self._selection_score(val)
-        improved = score > self.best_score
+        score = self.selection.score(val)
+        improved = self.selection.consider(number, score)
         if improved:
-            self.best_score, self.best_epoch = score, number
-            ckpt.assert_finite_parameters(self.model)
-            ckpt.save_atomic(
-                {"model": self.model.state_dict(), "epoch": number, "val": val},
-                self.run_dir / "checkpoints" / "best.pt",
-            )
+            save_best(self.run_dir, self.run, number, val)
         row = {**train_stats, **K.val_metrics(val), K.SELECTION_SCORE.key(): score, K.LR.key(): self.optimizers.lr}
         if self.config.diagnostics_every:
             row.update(layer_alphas(self.model))
@@ -181,9 +111,9 @@ class Trainer:
     def _batches(self):
         cfg = self.config
         if self.benchmark.multi_input:
-            train = {t: self.splits.train[t] for t in self.task_names}
+            train = {t: self.run.splits.train[t] for t in self.task_names}
             return MultiInputEpoch(train, self.batch_size, cfg.seed, self.epoch, cfg.num_workers)
-        return train_loader(self.splits.train, self.batch_size, cfg.seed, self.epoch, cfg.num_workers)
+        return train_loader(self.run.splits.train, self.batch_size, cfg.seed, self.epoch, cfg.num_workers)
 
     def _train_epoch(self, logger: RunLogger, stop: StopFlag) -> dict[str, Any]:
         self.model.train()
@@ -242,10 +172,10 @@ class Trainer:
         record = backward(
             losses,
             representation=output.representation,
-            shared_params=self.shared,
+            shared_params=self.run.shared,
             method=self.method,
-            level=self.level,
-            regularizers=self.regularizers,
+            level=self.config.level,
+            regularizers=self.run.regularizers,
             loss_transform=self.config.loss_transform,
             keep_saliency=keep_saliency,
         )
@@ -281,7 +211,7 @@ class Trainer:
     def evaluate(self, split: str) -> Scores:
         """Metrics of every task on ``split`` ("val" or "test")."""
         self.model.eval()
-        data = getattr(self.splits, split)
+        data = getattr(self.run.splits, split)
         metrics = {t.name: t.metrics() for t in self.tasks}
         if self.benchmark.multi_input:
             for task in self.tasks:
@@ -295,56 +225,15 @@ class Trainer:
                     metrics[task.name].update(out.predictions[task.name], targets[task.name].to(self.device))
         return {t: m.compute() for t, m in metrics.items()}
 
-    def _selection_score(self, val: Scores) -> float:
-        directions = {t.name: t.lower_is_better for t in self.tasks}
-        if len(self.tasks) == 1:
-            task = self.tasks[0]
-            value = val[task.name][task.primary]
-            return -value if task.lower_is_better[task.primary] else value
-        if self.baseline_val is not None:
-            return delta_p(val, {t: self.baseline_val[t] for t in self.task_names}, directions).task
-        if self.reference_val is None:
-            self.reference_val = val
-        primary = {t.name: {t.primary: self.reference_val[t.name][t.primary]} for t in self.tasks}
-        return delta_p(val, primary, directions).task
-
     # ---- checkpoints -----------------------------------------------------------------------
 
     def _save_last(self) -> None:
-        ckpt.assert_finite_parameters(self.model)
-        state = {
-            "position": self._position,
-            "config": self.config.to_dict(),
-            "epoch": self.epoch,
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizers": self.optimizers.state_dict(),
-            "method": self.method.state_dict(),
-            "regularizers": [r.state_dict() for r in self.regularizers],
-            "best_score": self.best_score,
-            "best_epoch": self.best_epoch,
-            "reference_val": self.reference_val,
-            "rng": ckpt.rng_state(),
-        }
-        ckpt.save_atomic(state, self.run_dir / "checkpoints" / "last.pt")
+        progress = {"epoch": self.epoch, "step": self.step, "position": self._position}
+        save_last(self.run_dir, self.run, self.config, progress, self.selection)
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        saved = state["config"]
-        current = self.config.to_dict()
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
-        if changed:
-            raise ValueError(
-                f"cannot resume {self.run_dir}: the configuration differs in {changed} "
-                f"(saved: {[saved.get(k) for k in changed]}, now: {[current[k] for k in changed]})"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizers.load_state_dict(state["optimizers"])
-        self.method.load_state_dict(state["method"])
-        for reg, reg_state in zip(self.regularizers, state["regularizers"], strict=True):
-            reg.load_state_dict(reg_state)
+    def _restore(self) -> None:
+        state = restore_last(self.run_dir, self.run, self.config, self.selection, self.device)
         self.epoch, self.step = state["epoch"], state["step"]
-        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
-        self.reference_val = state["reference_val"]
         self._position = state.get("position")
         if self._position is None:
             ckpt.set_rng_state(state["rng"])
@@ -354,8 +243,7 @@ class Trainer:
         self.console.print(f"resuming {self.run_dir} after {where} (step {self.step})")
 
     def _finish(self) -> RunResult:
-        best = ckpt.load(self.run_dir / "checkpoints" / "best.pt", self.device)
-        self.model.load_state_dict(best["model"])
+        best = load_best(self.run_dir, self.run, self.device)
         result = RunResult(
             run_dir=self.run_dir,
             config=self.config,
@@ -365,7 +253,7 @@ class Trainer:
             test=self.evaluate("test"),
             lower_is_better={t.name: dict(t.lower_is_better) for t in self.tasks},
         )
-        write_json_atomic(self.run_dir / "results.json", result.to_dict())
+        result.write()
         return result
 
     def _warn_random_init(self) -> None:

@@ -1,0 +1,328 @@
+"""``repmtl.backward``: one multi-task optimisation step's gradients, in four phases.
+
+1. **Loss terms** (:func:`repmtl.step.inputs.loss_terms`): the task losses, checked and
+   transformed (``log`` for the methods whose paper says so), kept as separate tensors so that a
+   backward from one of them meets only its own head.
+2. **Task gradients** (:func:`task_gradients`) at the method's level: the saliencies
+   ``S_t = ∂L_t/∂Z`` when a regularizer or the representation level needs them, and the task
+   Jacobian over the shared parameters (all of them, or the last shared layer) for a Gramian
+   weighting or an aggregator.
+3. **The method** (:func:`run_method`): weights from the losses or the Gramian, or a direction
+   from the Jacobian.
+4. **The update** (:func:`apply_update`): heads get their task gradients times the heads'
+   weights; the shared parameters get the method's update, from the Jacobian in hand (``Jᵀα`` or
+   the direction) at parameter level, or through one encoder backward from ``Z`` otherwise;
+   regularizers add their penalties.
+
+The formulas are in ``docs/formulas.md``, the data flow in ``docs/architecture.md`` ("One step").
+The user's ``optimizer.step()`` stays theirs. No host sync beyond the finiteness check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from repmtl import grads as G
+from repmtl.methods.base import (
+    Aggregator,
+    GramianWeighting,
+    JacobianContext,
+    Level,
+    LossTransform,
+    LossWeighting,
+    Method,
+    TaskWeights,
+)
+from repmtl.regularizers.base import Penalty, Regularizer
+from repmtl.step import inputs as I
+from repmtl.step.record import BackwardRecord
+
+
+@dataclass
+class Step:
+    """What every phase reads: the method at its level, the loss terms, the inputs and options."""
+
+    method: Method
+    level: Level
+    terms: I.Terms
+    given: I.Inputs
+    regularizers: Sequence[Regularizer]
+    keep_saliency: bool
+    vectorize: bool | None
+
+    @property
+    def at_representation(self) -> bool:
+        return not isinstance(self.method, LossWeighting) and self.level == "representation"
+
+
+@dataclass
+class TaskGradients:
+    """Phase 2: what the method consumes, and the saliencies when they were needed."""
+
+    saliency: torch.Tensor | list[torch.Tensor] | None = None
+    jacobian: G.TaskJacobian | torch.Tensor | None = None
+    #: the shared parameters (parameter and last-layer levels)
+    shared: list[torch.Tensor] | None = None
+    #: the shared parameters again when the Jacobian covers every one of them: the update is in hand
+    in_hand: list[torch.Tensor] | None = None
+    #: each task's head parameters, when disjoint: their gradients come from the Jacobian's passes
+    heads: list[list[torch.Tensor]] | None = None
+    segments: list[int] | None = None
+    penalties: list[Penalty] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    """Phase 3: the method's weights, or its direction."""
+
+    weights: TaskWeights | None = None
+    direction: torch.Tensor | None = None
+    gramian: torch.Tensor | None = None
+
+
+def backward(
+    losses: Mapping[str, torch.Tensor],
+    *,
+    representation: I.Representation | None,
+    shared_params: Iterable[torch.Tensor] | None = None,
+    method: Method | str = "ew",
+    level: Level | None = None,
+    regularizers: Sequence[Regularizer] = (),
+    loss_transform: LossTransform | None = None,
+    eps: float = 1e-8,
+    check_finite: bool = True,
+    keep_saliency: bool = False,
+    vectorize: bool | None = None,
+) -> BackwardRecord:
+    """Accumulate the multi-task gradients of one step into ``.grad``.
+
+    Args:
+        losses: task name -> scalar loss, computed from ``representation``.
+        representation: the shared representation ``Z`` the heads were applied to, or a
+            mapping task -> ``Z_t`` for multi-input data. Shared parameters must reach the
+            losses only through it.
+        shared_params: the encoder's parameters. Default: every trainable leaf behind
+            ``representation``. A parameter-level method's Jacobian is taken over these.
+        method: a :class:`Method` or a registered name (``repmtl.methods.available()``).
+        level: where the task gradients are taken: ``"parameters"`` (every shared parameter),
+            ``"last_layer"`` (the shared layer next to ``Z``) or ``"representation"`` (``Z``
+            itself, the ``-UB`` / fast-surrogate form). ``None``: the method's default.
+        regularizers: penalties added to the objective (e.g. Rep-MTL's TSR and CSA).
+        loss_transform: ``"log"`` uses ``log(L_t + eps)`` as the task terms (DB-MTL, IMTL,
+            Nash-MTL, Rep-MTL); saliencies are then taken of the transformed terms.
+            ``None``: the method's own transform (``"none"`` for most).
+        check_finite: raise, naming the task, on a non-finite loss (one host sync per call).
+        keep_saliency: return ``S`` in the record (for diagnostics).
+        vectorize: task gradients from one ``vmap`` backward (``True``) or a python loop
+            (``False``); ``None`` picks per device and model (``repmtl.grads``).
+    """
+    names = I.task_names(losses)
+    method = I.resolve_method(method, names)
+    level = method.resolve_level(level)
+    terms = I.loss_terms(losses, method, loss_transform, eps, check_finite)
+    given = I.inputs(representation, shared_params, names, terms.terms)
+    I.check_needs_representation(method, level, regularizers, given)
+    step = Step(method, level, terms, given, regularizers, keep_saliency, vectorize)
+
+    grads = task_gradients(step)
+    result = run_method(step, grads)
+    head_weights = apply_update(step, grads, result)
+    return BackwardRecord(
+        tasks=names,
+        losses=terms.raw,
+        weights=None if result.weights is None else result.weights.shared.detach(),
+        head_weights=head_weights.detach(),
+        level=level if not isinstance(method, LossWeighting) else "losses",
+        penalties={p.name: p.value.detach() for p in grads.penalties},
+        gramian=result.gramian,
+        saliency=grads.saliency.detach() if (keep_saliency and grads.saliency is not None) else None,
+        info=dict(method.info),
+        multi_input=given.multi_input,
+    )
+
+
+# ---- phase 2: task gradients at the method's level ----------------------------------------
+
+
+def task_gradients(step: Step) -> TaskGradients:
+    out = TaskGradients()
+    needs_graph = any(r.needs_saliency for r in step.regularizers)
+    if needs_graph or step.at_representation or step.keep_saliency:
+        if step.given.multi_input:
+            I.check_stackable(step.terms.names, step.given.reps, step.regularizers, step.keep_saliency)
+        out.saliency = saliencies(step, create_graph=needs_graph)
+        stacked = torch.stack(step.terms.terms)
+        out.penalties = [p for r in step.regularizers for p in r(out.saliency, stacked, multi_input=step.given.multi_input)]
+    if isinstance(step.method, LossWeighting):
+        return out
+    if step.at_representation:
+        jac = G.representation_jacobian(out.saliency.detach())
+        out.jacobian = jac.to(I.solver_dtype(jac))
+        return out
+    reps = step.given.reps
+    shared = out.shared = I.shared_parameters(step.given.shared_params, reps)
+    covered = I.covers_encoder(reps, shared, required=isinstance(step.method, Aggregator))
+    params = shared if step.level == "parameters" else G.last_layer_parameters(reps, shared)
+    if step.level == "parameters" and covered:
+        # The Jacobian in hand gives the whole shared update (Jᵀα or the direction), and the
+        # same passes give each head its task gradient when the heads are disjoint.
+        out.in_hand = shared
+        out.heads = G.disjoint_heads(step.terms.terms, reps)
+    # without penalties, shared heads or the method's own parameters, nothing is differentiated
+    # through the graph after the Jacobian: its last pass may free the graph as it goes
+    keep_graph = out.heads is None or bool(step.regularizers) or step.method.learnable
+    out.jacobian = I.translate_compile_errors(
+        lambda: G.task_jacobian(
+            step.terms.terms, params, vectorize=step.vectorize, task_inputs=out.heads, keep_graph=keep_graph
+        )
+    )
+    out.segments = [p.numel() for p in params]
+    return out
+
+
+def saliencies(step: Step, *, create_graph: bool) -> torch.Tensor | list[torch.Tensor]:
+    """``S_t = ∂L_t/∂Z`` stacked ``(T, *Z.shape)``; for multi-input data of unequal batch
+    shapes, one ``∂L_t/∂Z_t`` per task (one backward of ``Σ L_t``: the tasks' graphs are
+    disjoint above the encoder)."""
+    terms, reps = step.terms.terms, step.given.reps
+    if not step.given.multi_input:
+        return I.translate_compile_errors(
+            lambda: G.saliency(terms, reps[0], create_graph=create_graph, vectorize=step.vectorize)
+        )
+    if len({tuple(z.shape) for z in reps}) == 1:
+        return G.saliency(terms, reps, create_graph=create_graph, vectorize=step.vectorize)
+    found = torch.autograd.grad(sum(terms), reps, retain_graph=True, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(z) if s is None else s for s, z in zip(found, reps, strict=True)]
+
+
+# ---- phase 3: the method ------------------------------------------------------------------
+
+
+def run_method(step: Step, grads: TaskGradients) -> Result:
+    method, losses = step.method, step.terms.for_method
+    if isinstance(method, Aggregator):
+        jac = grads.jacobian.matrix() if isinstance(grads.jacobian, G.TaskJacobian) else grads.jacobian
+        context = JacobianContext(
+            losses=losses,
+            level=step.level,
+            segments=None if step.at_representation else grads.segments,
+            representation=step.given.reps[0].detach() if step.at_representation else None,
+        )
+        direction = method.aggregate(jac, context)
+        if direction.shape != jac.shape[1:]:
+            raise RuntimeError(
+                f"method {method.name!r} returned a direction of shape {tuple(direction.shape)}, "
+                f"expected {tuple(jac.shape[1:])}"
+            )
+        return Result(direction=direction)
+    if isinstance(method, GramianWeighting):
+        jac = grads.jacobian
+        gram = jac.gramian() if isinstance(jac, G.TaskJacobian) else G.gramian(jac)
+        result = Result(weights=TaskWeights.of(method.weights(gram, losses)), gramian=gram)
+    else:
+        result = Result(weights=TaskWeights.of(method.weights(losses)))
+    expected = tuple(step.terms.raw.shape)
+    for name, value in (("weights", result.weights.shared), ("head weights", result.weights.for_heads)):
+        if tuple(value.shape) != expected:
+            raise RuntimeError(f"method {method.name!r} returned {name} of shape {tuple(value.shape)}, expected {expected}")
+    return result
+
+
+# ---- phase 4: the update ------------------------------------------------------------------
+
+
+def apply_update(step: Step, grads: TaskGradients, result: Result) -> torch.Tensor:
+    """Write the step's gradients into ``.grad``; returns the weights the heads received."""
+    head_weights = result.weights.for_heads if result.weights is not None else torch.ones_like(step.terms.raw)
+    head_part = (head_weights * torch.stack(step.terms.terms)).sum()
+    extra = step.method.extra_loss()
+    if extra is not None:
+        head_part = head_part + extra
+    penalty_part = _weighted_sum(grads.penalties)
+
+    if grads.in_hand is None and result.direction is None and result.weights.heads is None:
+        # The objective's own gradient is the method's update everywhere: one plain backward.
+        (head_part if penalty_part is None else head_part + penalty_part).backward()
+        return head_weights
+
+    reps = step.given.reps
+    if reps is None:
+        raise ValueError(I.NEEDS_REPRESENTATION)  # a loss weighting whose heads' weights differ (RGW)
+    above = G.leaves_between([head_part] if penalty_part is None else [head_part, penalty_part], stop=reps)
+    I.refuse_leaks(above, grads.shared)
+    rest = above
+    if grads.heads is not None:
+        for weight, params, task_grads in zip(head_weights.detach(), grads.heads, grads.jacobian.task_grads, strict=True):
+            _accumulate(params, [None if g is None else g.mul_(weight) for g in task_grads])  # fresh: scaled in place
+        done = {id(p) for head in grads.heads for p in head}
+        rest = [p for p in above if id(p) not in done]
+    if rest:
+        _accumulate(rest, torch.autograd.grad(head_part, rest, retain_graph=True, allow_unused=True))
+    penalty_at_z = _penalties_above(penalty_part, reps, above)
+
+    method_at_z = None
+    if grads.in_hand is None:
+        method_at_z = _update_at_representation(step, grads, result)
+    elif result.direction is None:
+        grads.jacobian.accumulate(result.weights.shared.detach())  # Jᵀα
+    else:
+        G.accumulate_direction(result.direction, grads.in_hand)
+    incoming = _sum_per_representation(reps, method_at_z, penalty_at_z)
+    if incoming is not None:
+        torch.autograd.backward(reps, incoming)
+    return head_weights
+
+
+def _penalties_above(
+    penalty_part: torch.Tensor | None, reps: list[torch.Tensor], above: list[torch.Tensor]
+) -> list[torch.Tensor | None] | None:
+    """Add the penalties' gradients to the parameters above ``Z``; return their ``∂/∂Z``."""
+    if penalty_part is None:
+        return None
+    found = torch.autograd.grad(penalty_part, [*reps, *above], retain_graph=True, allow_unused=True)
+    _accumulate(above, found[len(reps):])
+    return list(found[: len(reps)])
+
+
+def _update_at_representation(step: Step, grads: TaskGradients, result: Result) -> list[torch.Tensor]:
+    """The method's incoming gradient at each ``Z``: ``Σ_t α_t S_t``, or the direction."""
+    reps = step.given.reps
+    if result.direction is not None:
+        return [result.direction.view_as(reps[0]).to(reps[0].dtype)]
+    weights = result.weights.shared.detach()
+    saliency = grads.saliency if grads.saliency is not None else saliencies(step, create_graph=False)
+    if not step.given.multi_input:
+        stacked = saliency.detach().to(weights.dtype)
+        return [torch.einsum("t,t...->...", weights, stacked).to(reps[0].dtype)]
+    return [(w * s.detach().to(w.dtype)).to(z.dtype) for w, s, z in zip(weights, saliency, reps, strict=True)]
+
+
+def _sum_per_representation(
+    reps: list[torch.Tensor], *parts: list[torch.Tensor | None] | None
+) -> list[torch.Tensor] | None:
+    totals: list[torch.Tensor | None] = [None] * len(reps)
+    for part in parts:
+        for i, grad in enumerate(part or ()):
+            if grad is not None:
+                totals[i] = grad if totals[i] is None else totals[i] + grad
+    if all(total is None for total in totals):
+        return None
+    return [torch.zeros_like(z) if total is None else total for z, total in zip(reps, totals, strict=True)]
+
+
+def _weighted_sum(penalties: Sequence[Penalty]) -> torch.Tensor | None:
+    total: torch.Tensor | None = None
+    for penalty in penalties:
+        term = penalty.weight * penalty.value
+        total = term if total is None else total + term
+    return total
+
+
+def _accumulate(tensors: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
+    for tensor, grad in zip(tensors, grads, strict=True):
+        if grad is None:
+            continue
+        tensor.grad = grad.detach() if tensor.grad is None else tensor.grad + grad.detach()

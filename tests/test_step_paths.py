@@ -1,0 +1,89 @@
+"""The update paths of ``repmtl.backward`` that the model's shape decides: heads that share a
+parameter (no per-task pass gives a head its gradient), and ``shared_params`` that cover only
+part of the encoder (the Jacobian in hand then cannot give the whole update)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import repmtl
+from repmtl import methods as M
+from repmtl.methods.base import GramianWeighting, plain_heads
+
+
+class Fixed(GramianWeighting):
+    """Known weights; heads weighted alike or plain."""
+
+    name = "test-fixed-paths"
+
+    def __init__(self, alpha, plain=False):
+        super().__init__()
+        self.alpha, self.plain = torch.tensor(alpha, dtype=torch.float64), plain
+
+    def weights(self, gramian, losses):
+        return plain_heads(self.alpha) if self.plain else self.alpha
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    encoder = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    shared_head = nn.Linear(3, 3).double()  # a parameter both tasks' heads use
+    heads = nn.ModuleDict({"a": nn.Linear(3, 1).double(), "b": nn.Linear(3, 1).double()})
+    return encoder, shared_head, heads
+
+
+def _losses(encoder, shared_head, heads, x):
+    z = encoder(x)
+    h = torch.tanh(shared_head(z))
+    return z, {"a": heads["a"](h).pow(2).mean(), "b": (heads["b"](h) - 1).pow(2).mean() * 3}
+
+
+@pytest.mark.parametrize("plain", [False, True])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_heads_sharing_a_parameter_get_the_weighted_sum(plain, vectorize):
+    x = torch.randn(6, 4, dtype=torch.float64)
+    encoder, shared_head, heads = _net()
+    alpha = [0.4, 1.3]
+    z, losses = _losses(encoder, shared_head, heads, x)
+    repmtl.backward(losses, representation=z, method=Fixed(alpha, plain), level="parameters", vectorize=vectorize)
+    got = [p.grad for p in [*encoder.parameters(), *shared_head.parameters(), *heads.parameters()]]
+    twin = _net()  # same initialisation, fresh graph
+    expected = _reference(twin, alpha, [1.0, 1.0] if plain else alpha, x, {id(p) for p in twin[0].parameters()})
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def _reference(net, alpha, head_alpha, x, shared_ids):
+    """Per parameter: ``Σ_t w_t ∇L_t`` with ``w = alpha`` on the encoder, ``head_alpha`` above it."""
+    encoder, shared_head, heads = net
+    params = [*encoder.parameters(), *shared_head.parameters(), *heads.parameters()]
+    _, losses = _losses(encoder, shared_head, heads, x)
+    per_task = [torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True) for loss in losses.values()]
+    out = []
+    for i, p in enumerate(params):
+        w = alpha if id(p) in shared_ids else head_alpha
+        out.append(sum(w[t] * per_task[t][i] for t in range(2) if per_task[t][i] is not None))
+    return out
+
+
+@pytest.mark.parametrize("name", ["mgda", "upgrad", "nashmtl"])
+def test_shared_params_covering_part_of_the_encoder(name):
+    """A Gramian weighting over a subset of the encoder still updates every encoder parameter
+    with ``Σ_t α_t ∇L_t`` (through ``Z``), with ``α`` from the subset's Gramian."""
+    x = torch.randn(6, 4, dtype=torch.float64)
+    encoder, shared_head, heads = _net()
+    subset = list(encoder[2].parameters())
+    method = M.create(name, tasks=["a", "b"])
+    z, losses = _losses(encoder, shared_head, heads, x)
+    record = repmtl.backward(losses, representation=z, method=method, shared_params=subset, level="parameters")
+    alpha = record.weights
+    ref_net = _net()
+    _, ref_losses = _losses(*ref_net, x)
+    enc = list(ref_net[0].parameters())
+    per_task = [torch.autograd.grad(loss, enc, retain_graph=True) for loss in ref_losses.values()]
+    for i, p in enumerate(encoder.parameters()):
+        torch.testing.assert_close(p.grad, alpha[0] * per_task[0][i] + alpha[1] * per_task[1][i])
+    jac = torch.stack([torch.cat([g.flatten() for g in grads[2:]]) for grads in per_task])
+    torch.testing.assert_close(record.gramian, jac @ jac.T)
