@@ -5,9 +5,9 @@
 
 Contenders, interleaved in random order per round on the same model and batch (see
 ``repmtl.bench.timing``): ``ew``, the ``floor`` (forward + T task backwards), and for each method
-``<m>:before`` (``repmtl.backward`` with the given ``grads.py`` swapped in), ``<m>:now``
-(``repmtl.backward`` with the current one), ``<m>:jta`` (the ``Jᵀα`` prototype,
-``repmtl.bench.prototype``) and ``torchjd:<m>`` when TorchJD is installed. Prints the median of
+``<m>:before`` (``repmtl.backward`` with the given ``grads.py`` swapped in; it must define the
+functions ``repmtl.step`` calls), ``<m>:now`` (``repmtl.backward`` with the current one) and
+``torchjd:<m>`` when TorchJD is installed. Prints the median of
 per-round ratios to EW, to the floor and to TorchJD, and each step's peak memory above EW's in
 units of the size of ``J``.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from repmtl.bench.contenders import floor, ours, prototype
+from repmtl.bench.contenders import floor, ours
 from repmtl.bench.memory import peak_step_memory
 from repmtl.bench.peers import torchjd_contenders
 from repmtl.bench.table import relative
@@ -77,7 +77,6 @@ def main() -> None:
             for m in args.methods:
                 steps[f"{m}:before"] = _with_grads(ours(m, "parameters").make(problem, 1e-4), before)
                 steps[f"{m}:now"] = ours(m, "parameters").make(problem, 1e-4)
-                steps[f"{m}:jta"] = prototype(m).make(problem, 1e-4)
             for peer in peers:
                 steps[peer.name] = peer.make(problem, 1e-4)
             timings, failures = interleaved_timings(

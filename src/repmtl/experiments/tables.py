@@ -156,14 +156,14 @@ def csv_text(comparisons: Sequence[Comparison]) -> str:
     return buffer.getvalue()
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_SYMBOLS = {"↑": r"$\uparrow$", "↓": r"$\downarrow$", "±": r"$\pm$", "Δ": r"$\Delta$", "α": r"$\alpha$",
                   "—": "--", "−": "-"}
 
 
 def _tex(text: str) -> str:
-    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    out = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
     for symbol, command in _LATEX_SYMBOLS.items():
         out = out.replace(symbol, command)
     return out

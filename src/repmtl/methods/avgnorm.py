@@ -4,7 +4,8 @@ Guo et al., "Revisit the Imbalance Optimization in Multi-task Learning: An Exper
 Analysis", arXiv 2509.23915 (2025), Eq. 6: ``w_i = ‖Σ_j ∇θ L_j‖ / ‖∇θ L_i‖`` with ``θ`` the
 last shared layer (the paper: "the gradient of the last layer of the shared backbone can be
 sufficient").
-From the Gramian: ``w_i = sqrt(1ᵀK1 / K_ii)``. ``scope="all"`` uses every shared parameter.
+From the Gramian: ``w_i = sqrt(1ᵀK1 / K_ii)``. The default level is ``"last_layer"``;
+``level="parameters"`` uses every shared parameter.
 
 Degenerate cases (documented rule, ``docs/formulas.md#methods-avgnorm``): a task with a zero
 gradient gets weight 1 (its weight does not change the shared update); if the summed gradient is

@@ -26,7 +26,7 @@ log losses, so :func:`repmtl.backward` refuses a caller's ``loss_transform="none
 
 Defaults: ``w_lr = 0.025``, ``gamma = 1e-3`` (weight decay) and the logits' optimiser
 ``"adam"``, as in the official code and LibMTL (``torch.optim.Adam(lr=w_lr, weight_decay=gamma)``,
-reproduced here in buffers); ``optimizer="sgd"`` gives the plain step ``ξ ← ξ − w_lr (g + γ ξ)`` of
+reproduced here in the method's state); ``optimizer="sgd"`` gives the plain step ``ξ ← ξ − w_lr (g + γ ξ)`` of
 Alg. 1. The official trainer also clips the model gradient norm to 1: that belongs to the
 training loop, not to the method.
 """

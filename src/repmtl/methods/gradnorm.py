@@ -12,7 +12,7 @@ weights only; the network is trained on ``Σ_t w_t L_t``; after every update the
 renormalised to ``Σ_t w_t = T``. ``α = 1.5`` (the paper's NYUv2 value; its range 0.12–3).
 
 How it is learned here: ``w`` is an ``nn.Parameter`` trained **by the user's optimizer**
-(``learnable = True``; create the method with ``tasks=[...]`` and give ``method.parameters()``
+(the method is ``learnable``: create it with ``tasks=[...]`` and give ``method.parameters()``
 to the optimizer, as the paper updates ``w`` by gradient descent alongside the network).
 ``weights(K, L)`` first renormalises ``w`` in place to sum to ``T`` (clamped at ``1e-8`` so it
 stays positive), so the renormalisation after step ``k`` happens at the start of step ``k+1``,
@@ -21,7 +21,7 @@ heads) and ``extra_loss()`` returns ``L_grad`` as a function of the parameter ``
 and the target detached, so the single backward of ``Σ_t w_t L_t + L_grad`` gives the network
 ``Σ_t w_t ∇L_t`` and ``w`` exactly ``∂L_grad/∂w``.
 
-``scope = "last_layer"``: the parameter-level Gramian is taken over the last shared layer, as in
+Default level ``"last_layer"``: the Gramian is taken over the last shared layer, as in
 the paper (``sqrt(K_tt) = ‖∇_W L_t‖``); at ``level="representation"`` the norms are those of the
 saliencies ``∂L_t/∂Z``. ``L_t(0)`` is the loss of the first step the method sees. State (``w``,
 ``L(0)``, the step count) is in ``state_dict()``; the optimizer's state is the user's. The loss

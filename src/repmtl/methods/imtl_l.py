@@ -5,7 +5,7 @@ loss is replaced by ``e^{s_t} L_t − s_t`` with a learnable scale ``s_t`` (init
 ``s_t`` are trained by gradient descent on the same objective (``∂/∂s_t = e^{s_t} L_t − 1``
 drives the scaled loss towards 1, making the tasks' losses comparable), so they are
 ``nn.Parameter`` objects: create the method with ``tasks=[...]`` and give ``method.parameters()`` to
-the optimizer (``learnable = True``).
+the optimizer (the method is ``learnable``).
 
 In the framework: ``weights = e^{s}`` (returned *with* its graph, so the one backward of
 ``Σ_t e^{s_t} L_t`` reaches ``s``) and ``extra_loss() = −Σ_t s_t``. Shared parameters and heads
