@@ -84,7 +84,7 @@ def test_every_key_a_run_writes_is_in_the_schema(tmp_path, method):
                 assert parsed is not None, f"{log}.jsonl key {key!r} is outside repmtl.logkeys"
                 assert log in parsed.family.logs, f"{key!r} in {log}.jsonl; its family says {parsed.family.logs}"
                 seen.add(parsed.family.pattern)
-    expected = {K.STEP, K.EPOCH, K.LR, K.LOSS, K.PENALTY, K.INFO, K.DIAG_LEVEL, K.DIAG_GDS, K.DIAG_GMS,
+    expected = {K.STEP, K.EPOCH, K.LR, K.LOSS, K.PENALTY, K.PENALTY_SCALE, K.INFO, K.DIAG_LEVEL, K.DIAG_GDS, K.DIAG_GMS,
                 K.DIAG_COND, K.DIAG_FD, K.DIAG_NORM, K.TRAIN_LOSS, K.TRAIN_PENALTY, K.VAL_METRIC,
                 K.SELECTION_SCORE, K.EPOCH_TIME}
     if method != "gradvac":  # a direction method returns no weights
@@ -110,7 +110,7 @@ def test_the_report_reads_a_real_run_through_the_schema(tmp_path):
                       log_every=1, diagnostics_every=2, progress=False))
     run = tmp_path / "tiny" / "r"
     md = write_report(run).read_text()
-    for png in ("losses", "weights", "penalties", "geometry", "grad_norms", "cos_to_update", "val_metrics"):
+    for png in ("losses", "weights", "penalties", "penalty_scale", "geometry", "grad_norms", "cos_to_update", "val_metrics"):
         assert f"]({png}.png)" in md, png
     last_epoch = _logged(run / "epochs.jsonl")[-1]
     row = next(line for line in md.splitlines() if line.startswith("| a |"))

@@ -37,6 +37,7 @@ __all__ = [
     "LOSS",
     "LR",
     "PENALTY",
+    "PENALTY_SCALE",
     "SELECTION_SCORE",
     "STEP",
     "TRAIN_LOSS",
@@ -113,6 +114,9 @@ LR = KeyFamily("lr", ("steps", "epochs"), "learning rate of the model's optimize
 LOSS = KeyFamily("loss/{task}", ("steps",), "the task's raw loss (before any transform or weighting)")
 WEIGHT = KeyFamily("weight/{task}", ("steps",), "the weight α_t the method gave the task's loss")
 PENALTY = KeyFamily("penalty/{name}", ("steps",), "a regularizer's penalty, before its λ")
+PENALTY_SCALE = KeyFamily("penalty_scale/{name}/{where}", ("steps",),
+                          "norm of the gradient a penalty applied (after its λ) over the task gradient's, "
+                          "at the encoder (measured at Z) or at the heads")
 INFO = KeyFamily("info/{name}", ("steps",), "a number the method reported (BackwardRecord.info); "
                  "per-task vectors end in /<task>, other vectors in /<i>")
 DIAG_LEVEL = KeyFamily("diag/level", ("steps",), "level of the diagnostics' Gramian: 'parameters' or 'representation'")
@@ -137,7 +141,7 @@ ALPHA_HEAD_MEAN = KeyFamily("alpha/head_mean/{task}", ("epochs",), "mean α over
 #: every family; a key belongs to at most one of them (tests/test_logkeys.py checks it)
 FAMILIES: tuple[KeyFamily, ...] = (
     STEP, EPOCH, LR,
-    LOSS, WEIGHT, PENALTY, INFO,
+    LOSS, WEIGHT, PENALTY, PENALTY_SCALE, INFO,
     DIAG_LEVEL, DIAG_GDS, DIAG_GMS, DIAG_COND, DIAG_FD, DIAG_NORM, DIAG_COS,
     TRAIN_LOSS, TRAIN_PENALTY, VAL_METRIC, SELECTION_SCORE, EPOCH_TIME,
     ALPHA_ENCODER, ALPHA_HEAD, ALPHA_ENCODER_MEAN, ALPHA_HEAD_MEAN,

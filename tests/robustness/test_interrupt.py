@@ -22,8 +22,8 @@ runner = CliRunner()
 def _signal_at(monkeypatch, step: int, signum: int) -> None:
     original = trainer_module.Trainer._train_step
 
-    def step_then_signal(self, batch, keep_saliency=False):
-        record = original(self, batch, keep_saliency)
+    def step_then_signal(self, batch, **kwargs):
+        record = original(self, batch, **kwargs)
         if self.step + 1 == step:
             os.kill(os.getpid(), signum)
         return record

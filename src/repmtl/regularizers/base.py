@@ -9,21 +9,29 @@ the encoder (``docs/formulas.md#rep-mtl-saliency``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from repmtl.hparams import validated_init
 
+#: where a penalty's gradient goes: everywhere (the exact gradient of the objective), only to
+#: the shared representation (the encoder; heads get their task gradients only), or only to the
+#: heads (the encoder gets the method's update only)
+GradientFlow = Literal["exact", "representation", "heads"]
+GRADIENT_FLOWS: tuple[GradientFlow, ...] = ("exact", "representation", "heads")
+
 
 @dataclass(frozen=True)
 class Penalty:
-    """One term ``weight · value`` of the objective; ``value`` is logged as ``name``."""
+    """One term ``weight · value`` of the objective; ``value`` is logged as ``name``; ``flow``
+    says which parameters its gradient reaches (:data:`GradientFlow`)."""
 
     name: str
     value: torch.Tensor
     weight: float
+    flow: GradientFlow = "exact"
 
 
 class Regularizer(nn.Module):

@@ -42,7 +42,12 @@ from __future__ import annotations
 import torch
 
 from repmtl.hparams import NonNegative, Positive
-from repmtl.regularizers.base import Penalty, Regularizer, register_regularizer
+from repmtl.regularizers.base import (
+    GradientFlow,
+    Penalty,
+    Regularizer,
+    register_regularizer,
+)
 
 _TINY = 1e-30
 
@@ -123,6 +128,12 @@ class RepMTL(Regularizer):
     middle of the paper's grid {0.7, 0.9, 1.1, 1.3, 1.5}); ``τ = 0.1`` (the paper gives none); the
     printed CSA denominator.
     ``tsr=False`` / ``csa=False`` are the paper's ablations (CSA only / TSR only).
+
+    ``gradient_flow`` (*Decision*, ``docs/rep-mtl.md``, "Gradient flow"): ``"exact"`` (default)
+    is the gradient of the objective, reaching the heads (through ``S``) and the encoder (through
+    ``Z``); ``"representation"`` sends the penalties' gradient to the encoder only (the encoder's
+    incoming gradient is ``Σ_t w_t S_t + ∂(penalties)/∂Z``; heads get their task gradients);
+    ``"heads"`` sends it to the heads only (the encoder gets the method's update).
     """
 
     name = "repmtl"
@@ -136,8 +147,10 @@ class RepMTL(Regularizer):
         csa: bool = True,
         include_positive: bool = False,
         eps: Positive = 1e-8,
+        gradient_flow: GradientFlow = "exact",
     ) -> None:
         super().__init__()
+        self.gradient_flow = gradient_flow
         self.lambda_tsr, self.lambda_csa, self.tau = float(lambda_tsr), float(lambda_csa), float(tau)
         self.use_tsr, self.use_csa = bool(tsr), bool(csa)
         self.include_positive, self.eps = bool(include_positive), float(eps)
@@ -153,11 +166,13 @@ class RepMTL(Regularizer):
             s = saliency
         penalties = []
         if self.use_tsr:
-            penalties.append(Penalty("tsr", tsr_loss(s, self.eps), self.lambda_tsr))
+            penalties.append(Penalty("tsr", tsr_loss(s, self.eps), self.lambda_tsr, self.gradient_flow))
         if self.use_csa:
-            penalties.append(Penalty("csa", csa_loss(s, self.tau, self.include_positive, self.eps), self.lambda_csa))
+            csa = csa_loss(s, self.tau, self.include_positive, self.eps)
+            penalties.append(Penalty("csa", csa, self.lambda_csa, self.gradient_flow))
         return penalties
 
     def extra_repr(self) -> str:
         return (f"lambda_tsr={self.lambda_tsr}, lambda_csa={self.lambda_csa}, tau={self.tau}, "
-                f"tsr={self.use_tsr}, csa={self.use_csa}, include_positive={self.include_positive}")
+                f"tsr={self.use_tsr}, csa={self.use_csa}, include_positive={self.include_positive}, "
+                f"gradient_flow={self.gradient_flow!r}")

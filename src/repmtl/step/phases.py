@@ -52,6 +52,7 @@ class Step:
     regularizers: Sequence[Regularizer]
     keep_saliency: bool
     vectorize: bool | None
+    measure_penalties: bool = False
 
     @property
     def at_representation(self) -> bool:
@@ -96,6 +97,7 @@ def backward(
     check_finite: bool = True,
     keep_saliency: bool = False,
     vectorize: bool | None = None,
+    measure_penalties: bool = False,
 ) -> BackwardRecord:
     """Accumulate the multi-task gradients of one step into ``.grad``.
 
@@ -118,6 +120,9 @@ def backward(
         keep_saliency: return ``S`` in the record (for diagnostics).
         vectorize: task gradients from one ``vmap`` backward (``True``) or a python loop
             (``False``); ``None`` picks per device and model (``repmtl.grads``).
+        measure_penalties: record each penalty's applied gradient norm relative to the task
+            gradient's, at the encoder and at the heads (``record.penalty_scale``; one backward
+            through the heads per penalty instead of one for all).
     """
     names = I.task_names(losses)
     method = I.resolve_method(method, names)
@@ -125,11 +130,11 @@ def backward(
     terms = I.loss_terms(losses, method, loss_transform, eps, check_finite)
     given = I.inputs(representation, shared_params, names, terms.terms)
     I.check_needs_representation(method, level, regularizers, given)
-    step = Step(method, level, terms, given, regularizers, keep_saliency, vectorize)
+    step = Step(method, level, terms, given, regularizers, keep_saliency, vectorize, measure_penalties)
 
     grads = task_gradients(step)
     result = run_method(step, grads)
-    head_weights = apply_update(step, grads, result)
+    head_weights, penalty_scale = apply_update(step, grads, result)
     return BackwardRecord(
         tasks=names,
         losses=terms.raw,
@@ -141,6 +146,7 @@ def backward(
         saliency=grads.saliency.detach() if (keep_saliency and grads.saliency is not None) else None,
         info=dict(method.info),
         multi_input=given.multi_input,
+        penalty_scale=penalty_scale,
     )
 
 
@@ -234,34 +240,41 @@ def run_method(step: Step, grads: TaskGradients) -> Result:
 # ---- phase 4: the update ------------------------------------------------------------------
 
 
-def apply_update(step: Step, grads: TaskGradients, result: Result) -> torch.Tensor:
-    """Write the step's gradients into ``.grad``; returns the weights the heads received."""
+def apply_update(step: Step, grads: TaskGradients, result: Result) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Write the step's gradients into ``.grad``; returns the weights the heads received and,
+    when measured, the penalties' gradient scale (``BackwardRecord.penalty_scale``)."""
     head_weights = result.weights.for_heads if result.weights is not None else torch.ones_like(step.terms.raw)
     head_part = (head_weights * torch.stack(step.terms.terms)).sum()
     extra = step.method.extra_loss()
     if extra is not None:
         head_part = head_part + extra
-    penalty_part = _weighted_sum(grads.penalties)
+    penalties = grads.penalties
+    exact = all(p.flow == "exact" for p in penalties) and not step.measure_penalties
 
-    if grads.in_hand is None and result.direction is None and result.weights.heads is None:
+    if grads.in_hand is None and result.direction is None and result.weights.heads is None and exact:
         # The objective's own gradient is the method's update everywhere: one plain backward.
+        penalty_part = _weighted_sum(penalties)
         (head_part if penalty_part is None else head_part + penalty_part).backward()
-        return head_weights
+        return head_weights, {}
 
     reps = step.given.reps
     if reps is None:
         raise ValueError(I.NEEDS_REPRESENTATION)  # a loss weighting whose heads' weights differ (RGW)
-    above = G.leaves_between([head_part] if penalty_part is None else [head_part, penalty_part], stop=reps)
+    above = G.leaves_between([head_part, *(p.value for p in penalties)], stop=reps)
     I.refuse_leaks(above, grads.shared)
-    rest = above
+    rest, task_heads = above, []
     if grads.heads is not None:
         for weight, params, task_grads in zip(head_weights.detach(), grads.heads, grads.jacobian.task_grads, strict=True):
-            _accumulate(params, [None if g is None else g.mul_(weight) for g in task_grads])  # fresh: scaled in place
+            scaled = [None if g is None else g.mul_(weight) for g in task_grads]  # fresh: scaled in place
+            _accumulate(params, scaled)
+            task_heads += scaled
         done = {id(p) for head in grads.heads for p in head}
         rest = [p for p in above if id(p) not in done]
     if rest:
-        _accumulate(rest, torch.autograd.grad(head_part, rest, retain_graph=True, allow_unused=True))
-    penalty_at_z = _penalties_above(penalty_part, reps, above)
+        found = torch.autograd.grad(head_part, rest, retain_graph=True, allow_unused=True)
+        _accumulate(rest, found)
+        task_heads += found
+    penalty_at_z, applied = _penalties_above(penalties, reps, above, step.measure_penalties)
 
     method_at_z = None
     if grads.in_hand is None:
@@ -270,21 +283,59 @@ def apply_update(step: Step, grads: TaskGradients, result: Result) -> torch.Tens
         grads.jacobian.accumulate(result.weights.shared.detach())  # Jᵀα
     else:
         G.accumulate_direction(result.direction, grads.in_hand)
+    scale = {}
+    if step.measure_penalties and applied:
+        task_at_z = method_at_z if method_at_z is not None else _update_at_representation(step, grads, result)
+        scale = _relative_scale(applied, _norm(task_at_z), _norm(task_heads))
     incoming = _sum_per_representation(reps, method_at_z, penalty_at_z)
     if incoming is not None:
         torch.autograd.backward(reps, incoming)
-    return head_weights
+    return head_weights, scale
 
 
 def _penalties_above(
-    penalty_part: torch.Tensor | None, reps: list[torch.Tensor], above: list[torch.Tensor]
-) -> list[torch.Tensor | None] | None:
-    """Add the penalties' gradients to the parameters above ``Z``; return their ``∂/∂Z``."""
-    if penalty_part is None:
-        return None
-    found = torch.autograd.grad(penalty_part, [*reps, *above], retain_graph=True, allow_unused=True)
-    _accumulate(above, found[len(reps):])
-    return list(found[: len(reps)])
+    penalties: Sequence[Penalty], reps: list[torch.Tensor], above: list[torch.Tensor], measure: bool
+) -> tuple[list[torch.Tensor | None] | None, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Add the penalties' gradients to the parameters above ``Z`` where their flow allows, and
+    return their summed ``∂/∂Z`` (where it allows) and, when ``measure``, each penalty's applied
+    gradient norms ``(at Z, at the heads)``. One backward per flow, or per penalty when measured."""
+    if not penalties:
+        return None, {}
+    groups: dict[str, list[Penalty]] = {}
+    for penalty in penalties:
+        groups.setdefault(penalty.name if measure else penalty.flow, []).append(penalty)
+    at_z: list[torch.Tensor | None] = [None] * len(reps)
+    applied = {}
+    for key, group in groups.items():
+        flow = group[0].flow
+        found = torch.autograd.grad(_weighted_sum(group), [*reps, *above], retain_graph=True, allow_unused=True)
+        to_z = list(found[: len(reps)]) if flow in ("exact", "representation") else []
+        to_heads = list(found[len(reps):]) if flow in ("exact", "heads") else []
+        if to_heads:
+            _accumulate(above, to_heads)
+        at_z = _sum_per_representation(reps, at_z, to_z) or at_z
+        if measure:
+            applied[key] = (_norm(to_z), _norm(to_heads))
+    return at_z, applied
+
+
+def _norm(tensors: Sequence[torch.Tensor | None] | None) -> torch.Tensor:
+    """The Euclidean norm of a list of tensors taken together (0 for none), on their device."""
+    present = [t.detach().to(torch.float64) for t in tensors or () if t is not None]
+    if not present:
+        return torch.zeros((), dtype=torch.float64)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in present]))
+
+
+def _relative_scale(
+    applied: dict[str, tuple[torch.Tensor, torch.Tensor]], task_at_z: torch.Tensor, task_heads: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    tiny = torch.finfo(torch.float64).tiny
+    scale = {}
+    for name, (at_z, at_heads) in applied.items():
+        scale[f"{name}/encoder"] = at_z.to(task_at_z.device) / task_at_z.clamp_min(tiny)
+        scale[f"{name}/heads"] = at_heads.to(task_heads.device) / task_heads.clamp_min(tiny)
+    return scale
 
 
 def _update_at_representation(step: Step, grads: TaskGradients, result: Result) -> list[torch.Tensor]:

@@ -15,7 +15,9 @@ class BackwardRecord:
     aggregator). ``head_weights``: the weights the heads received. ``penalties``: regularizer
     values by name (before their λ). ``gramian``: ``K`` when the method needed it (reused by
     diagnostics). ``saliency``: ``S`` if ``keep_saliency``. ``multi_input``: each task had its
-    own ``Z_t``.
+    own ``Z_t``. ``penalty_scale``: with ``measure_penalties``, for each penalty ``name`` the
+    norm of the gradient it applied relative to the task gradient's, at the encoder
+    (``"{name}/encoder"``, measured at ``Z``) and at the heads (``"{name}/heads"``).
     """
 
     tasks: tuple[str, ...]
@@ -28,3 +30,4 @@ class BackwardRecord:
     saliency: torch.Tensor | None = None
     info: dict[str, object] = field(default_factory=dict)
     multi_input: bool = False
+    penalty_scale: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -141,14 +141,15 @@ class Trainer:
                 batch = next(iterator)
                 every = self.config.diagnostics_every
                 diagnose = every is not None and (self.step + 1) % every == 0
-                record = self._train_step(to_device(batch, self.device), keep_saliency=diagnose)
+                log_now = diagnose or (self.step + 1) % self.config.log_every == 0
+                record = self._train_step(to_device(batch, self.device), keep_saliency=diagnose, measure=log_now)
                 position["loss_sum"] += record.losses.to(torch.float64)
                 for name, value in record.penalties.items():
                     position["penalty_sum"][name] = position["penalty_sum"].get(name, 0) + value.to(torch.float64)
                 self.step += 1
                 position["batch"] += 1
                 loss = None
-                if diagnose or self.step % self.config.log_every == 0:
+                if log_now:
                     values = self._step_values(record)
                     if diagnose:
                         values.update(step_diagnostics(record, level=self.config.diagnostics_level))
@@ -162,7 +163,8 @@ class Trainer:
         stats[K.EPOCH_TIME.key()] = time.perf_counter() - started
         self._position = None
         return stats
-    def _train_step(self, batch, keep_saliency: bool = False) -> BackwardRecord:
+    def _train_step(self, batch, keep_saliency: bool = False, measure: bool = False) -> BackwardRecord:
+        """One step; ``measure``: a logged step, on which the penalties' gradient scale is measured."""
         inputs, targets = batch
         output = self.model(inputs)
         losses = {}
@@ -178,6 +180,7 @@ class Trainer:
             regularizers=self.run.regularizers,
             loss_transform=self.config.loss_transform,
             keep_saliency=keep_saliency,
+            measure_penalties=measure and bool(self.run.regularizers),
         )
         self._check_gradients()
         self.optimizers.step()
@@ -200,6 +203,7 @@ class Trainer:
         if record.weights is not None:
             values.update({K.WEIGHT.key(t): record.weights[i] for i, t in enumerate(record.tasks)})
         values.update({K.PENALTY.key(k): v for k, v in record.penalties.items()})
+        values.update({K.PENALTY_SCALE.key(*k.split("/")): v for k, v in record.penalty_scale.items()})
         info = {K.INFO.key(k): v for k, v in record.info.items() if isinstance(v, (int, float, torch.Tensor))}
         values.update(name_vectors(info, record.tasks))
         values[K.LR.key()] = self.optimizers.lr

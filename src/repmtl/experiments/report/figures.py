@@ -43,6 +43,7 @@ from repmtl.logkeys import (
     EPOCH,
     LOSS,
     PENALTY,
+    PENALTY_SCALE,
     STEP,
     TRAIN_LOSS,
     VAL_METRIC,
@@ -144,12 +145,12 @@ class RunFigures:
         return matplotlib.colormaps["tab10"](index % 10)
 
     def _step_lines(self, family: KeyFamily) -> list[tuple[str, Series]]:
-        """(last field of the key, series) for every key of ``family`` in ``steps.jsonl``."""
+        """(the key's fields joined by "/", series) for every key of ``family`` in ``steps.jsonl``."""
         out = []
         for key, fields in keys_of(self.run.steps, family):
             s = series(self.run.steps, key, STEP.key())
             if s is not None:
-                out.append((fields[family.fields[-1]], s))
+                out.append(("/".join(fields[f] for f in family.fields), s))
         return out
 
     def _per_task_step_plot(self, family: KeyFamily, name: str, title: str, ylabel: str, caption: str,
@@ -383,6 +384,11 @@ class RunFigures:
                                  "Weights the method applied to each task loss.", log=False)
         self._per_task_step_plot(PENALTY, "penalties.png", "Regularizer penalties", "penalty (before λ)",
                                  "Regularizer values by name (e.g. Rep-MTL's TSR and CSA), before their λ.")
+        self._per_task_step_plot(PENALTY_SCALE, "penalty_scale.png", "Penalty gradients relative to the task gradient",
+                                 "‖penalty gradient‖ / ‖task gradient‖",
+                                 "Norm of the gradient each penalty applied (after its λ) over the task gradient's, "
+                                 "at the encoder (measured at Z) and at the heads; above 1 the penalty, not the "
+                                 "tasks, drives that part of the network.", log=True, hline=1.0)
         self.geometry()
         self._per_task_step_plot(DIAG_NORM, "grad_norms.png", "Task gradient norms", "‖g_t‖ (log scale)",
                                  "Norm of each task's gradient at the Gramian's level.", log=True)
