@@ -285,8 +285,7 @@ def apply_update(step: Step, grads: TaskGradients, result: Result) -> tuple[torc
         G.accumulate_direction(result.direction, grads.in_hand)
     scale = {}
     if step.measure_penalties and applied:
-        task_at_z = method_at_z if method_at_z is not None else _update_at_representation(step, grads, result)
-        scale = _relative_scale(applied, _norm(task_at_z), _norm(task_heads))
+        scale = _relative_scale(applied, _norm(_task_gradient_at_z(step, grads, result)), _norm(task_heads))
     incoming = _sum_per_representation(reps, method_at_z, penalty_at_z)
     if incoming is not None:
         torch.autograd.backward(reps, incoming)
@@ -349,6 +348,16 @@ def _update_at_representation(step: Step, grads: TaskGradients, result: Result) 
         stacked = saliency.detach().to(weights.dtype)
         return [torch.einsum("t,t...->...", weights, stacked).to(reps[0].dtype)]
     return [(w * s.detach().to(w.dtype)).to(z.dtype) for w, s, z in zip(weights, saliency, reps, strict=True)]
+
+
+def _task_gradient_at_z(step: Step, grads: TaskGradients, result: Result) -> list[torch.Tensor]:
+    """The tasks' gradient at ``Z`` the penalties are compared with: ``Σ_t w_t S_t`` with the
+    method's shared weights (1 for an aggregator, whose parameter-level direction has no ``Z``
+    counterpart), or the representation-level direction itself."""
+    if result.direction is not None and step.at_representation:
+        return [result.direction]
+    weights = result.weights.shared if result.weights is not None else torch.ones_like(step.terms.raw)
+    return _update_at_representation(step, grads, Result(weights=TaskWeights(weights.detach())))
 
 
 def _sum_per_representation(
