@@ -26,6 +26,7 @@ __all__ = [
     "DIAG_COND",
     "DIAG_COS",
     "DIAG_FD",
+    "DIAG_FD_ATTENTION",
     "DIAG_GDS",
     "DIAG_GMS",
     "DIAG_LEVEL",
@@ -124,6 +125,8 @@ DIAG_GDS = KeyFamily("diag/gds", ("steps",), "gradient direction similarity (Mao
 DIAG_GMS = KeyFamily("diag/gms", ("steps",), "gradient magnitude similarity (Mao et al., 2024, Eq. 6)")
 DIAG_COND = KeyFamily("diag/cond", ("steps",), "condition number κ(J) of the Gramian (inf when singular)")
 DIAG_FD = KeyFamily("diag/fd", ("steps",), "feature disentanglement of the saliencies")
+DIAG_FD_ATTENTION = KeyFamily("diag/fd_attention", ("steps",), "feature disentanglement of the attention maps A_t(Z) "
+                              "(top-down; models with attention-augmented heads only)")
 DIAG_NORM = KeyFamily("diag/norm/{task}", ("steps",), "norm ‖g_t‖ of the task's gradient")
 DIAG_COS = KeyFamily("diag/cos/{task}", ("steps",), "cosine of the task's gradient to the applied update")
 
@@ -142,7 +145,7 @@ ALPHA_HEAD_MEAN = KeyFamily("alpha/head_mean/{task}", ("epochs",), "mean α over
 FAMILIES: tuple[KeyFamily, ...] = (
     STEP, EPOCH, LR,
     LOSS, WEIGHT, PENALTY, PENALTY_SCALE, INFO,
-    DIAG_LEVEL, DIAG_GDS, DIAG_GMS, DIAG_COND, DIAG_FD, DIAG_NORM, DIAG_COS,
+    DIAG_LEVEL, DIAG_GDS, DIAG_GMS, DIAG_COND, DIAG_FD, DIAG_FD_ATTENTION, DIAG_NORM, DIAG_COS,
     TRAIN_LOSS, TRAIN_PENALTY, VAL_METRIC, SELECTION_SCORE, EPOCH_TIME,
     ALPHA_ENCODER, ALPHA_HEAD, ALPHA_ENCODER_MEAN, ALPHA_HEAD_MEAN,
 )

@@ -30,7 +30,8 @@ def test_every_recipe_parses_and_plans(tmp_path, name):
     jobs = plan(load_sweep(path), tmp_path / "out")  # builds every method for its tasks
     runs = [j for j in jobs if j.kind == "run"]
     assert runs and all(j.config.epochs == 1 and j.config.max_steps == 2 for j in runs)
-    assert {j.config.benchmark.removeprefix("perturbed-") for j in runs} == {"multidigits", "synthscenes"}
+    bases = {j.config.benchmark.removeprefix("perturbed-").removeprefix("attention-") for j in runs}
+    assert bases == {"multidigits", "synthscenes"}
     assert not (tmp_path / "out").exists()
 
 
@@ -305,8 +306,9 @@ def test_a_study_runs_end_to_end_from_its_recipe(tmp_path, monkeypatch):
     recipe.write_text(ranking.recipe(["multidigits"], [0], TINY))
     assert run_sweep(recipe, out=tmp_path / "sweep").ok
     output = STUDIES["ranking"].analyse(_records(tmp_path / "sweep"))
-    (table,) = output.tables
-    assert [r["methods"] for r in table.data] == [3, 3]
-    assert all(0 <= r["GDS_abs"] <= 0.5 for r in table.data)
+    bottom, top = output.tables  # multidigits, then attention-multidigits
+    assert [r["methods"] for r in bottom.data + top.data] == [3, 3, 3, 3]
+    assert all(0 <= r["GDS_abs"] <= 0.5 for r in bottom.data)
+    assert all(0 <= r["FD top-down_abs"] <= 0.5 for r in top.data)
     written = write_study(get_study("ranking"), output, tmp_path / "study")
     assert {"ranking.md", "ranking.png"} <= {p.name for p in written}

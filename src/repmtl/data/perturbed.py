@@ -23,6 +23,13 @@ Options (``--option KEY=VALUE`` or a sweep's ``options`` table), beside the base
 * ``fraction``: keep this fraction of the training set (``0 < fraction ≤ 1``), a random subset
   drawn with ``perturb_seed``; for multi-input benchmarks, of every task's training set, or
   only of ``fraction_task``'s when that is given.
+* ``scenes``: keep this many *whole scenes* of the training set: every sample of each kept
+  scene, the scenes drawn with ``perturb_seed``. For benchmarks whose training data say which
+  scene each sample shows (a ``scene_ids()`` method): ``synthscenes`` with its ``views``
+  option (``views=4``: four camera views of each room; with ``views=1`` every sample is its
+  own scene, so this is a subset of samples). Not with ``fraction`` (one subset at a time).
+  Office has no whole-source subset: each source (domain) is a task of its own, so dropping a
+  source drops a task; ``fraction`` with ``fraction_task`` shrinks one source instead.
 
 The number of classes is read from the model's head output for one training sample.
 """
@@ -48,11 +55,11 @@ from repmtl.data import cityscapes, multidigits, nyuv2, office, synthscenes  # n
 from repmtl.model import MultiTaskModel
 from repmtl.tasks import Task
 
-__all__ = ["BASES", "NoisyLabels", "corrupt", "perturbed"]
+__all__ = ["BASES", "NoisyLabels", "corrupt", "perturbed", "whole_scenes"]
 
 #: benchmarks that get a ``perturbed-`` variant
 BASES = ("multidigits", "synthscenes", "nyuv2", "cityscapes", "office31", "officehome")
-OPTIONS = ("noise_task", "noise", "fraction", "fraction_task", "perturb_seed")
+OPTIONS = ("noise_task", "noise", "fraction", "fraction_task", "scenes", "perturb_seed")
 _MAX_SEGMENTATION_CLASSES = 5
 
 
@@ -133,6 +140,22 @@ def _subset(data: Dataset, fraction: float, seed: int) -> Dataset:
     return Subset(data, sorted(order.tolist()))
 
 
+def whole_scenes(data: Dataset, scenes: int, seed: int, benchmark: str) -> Subset:
+    """Every sample of ``scenes`` scenes of ``data`` drawn with ``seed`` (module doc, ``scenes``);
+    the samples keep their order."""
+    scene_ids = getattr(data, "scene_ids", None)
+    if scene_ids is None:
+        raise ValueError(f"option scenes: the training data of {benchmark} do not say which scene a sample shows; "
+                         "use fraction instead (whole scenes exist for synthscenes)")
+    ids = list(scene_ids())
+    distinct = sorted(set(ids))
+    if not 1 <= scenes <= len(distinct):
+        raise ValueError(f"option scenes must be an integer in 1..{len(distinct)} (the training scenes of "
+                         f"{benchmark}), got {scenes}")
+    kept = {distinct[i] for i in np.random.default_rng([seed, 2]).permutation(len(distinct))[:scenes]}
+    return Subset(data, [i for i, scene in enumerate(ids) if scene in kept])
+
+
 def perturbed(base: Benchmark) -> Benchmark:
     """The ``perturbed-`` variant of ``base`` (module doc)."""
 
@@ -157,6 +180,14 @@ def perturbed(base: Benchmark) -> Benchmark:
         fraction_task = extra.get("fraction_task")
         if fraction_task is not None and (not base.multi_input or fraction_task not in names):
             raise ValueError(f"fraction_task is for multi-input benchmarks and must name a task of {base.name}")
+        scenes = extra.get("scenes")
+        if scenes is not None:
+            if isinstance(scenes, str) and scenes.strip().isdigit():
+                scenes = int(scenes)
+            if not isinstance(scenes, int) or isinstance(scenes, bool):
+                raise ValueError(f"option scenes must be a whole number of scenes, got {scenes!r}")
+            if fraction < 1:
+                raise ValueError("options scenes and fraction are two kinds of subset: give one of them")
         train = result.train
         if task is not None:
             classes = None
@@ -172,6 +203,10 @@ def perturbed(base: Benchmark) -> Benchmark:
                 train = {t: _subset(d, fraction, seed) if fraction_task in (None, t) else d for t, d in train.items()}
             else:
                 train = _subset(train, fraction, seed)
+        if scenes is not None:
+            if base.multi_input:
+                raise ValueError(f"option scenes is for single-input benchmarks; {base.name} is multi-input")
+            train = whole_scenes(train, scenes, seed, base.name)
         return Splits(train, result.val, result.test)
 
     return Benchmark(

@@ -16,6 +16,9 @@ epoch. Keys (built from the run-log schema :mod:`repmtl.logkeys`, which
 ``diag/cos/<task>``          cosine of ``g_t`` to the applied update ``Jᵀα`` (only when the
                              method returned weights ``α``)
 ``diag/fd``                  Feature Disentanglement of the saliencies (needs ``saliency``)
+``diag/fd_attention``        top-down Feature Disentanglement of the attention maps ``A_t(Z)``
+                             (when ``attention`` is given: models with attention-augmented heads,
+                             :mod:`repmtl.nets.attention`; single-input data only)
 ``weight/<task>``            the weights ``α`` (same key and value as the trainer's step log)
 ===========================  =================================================================
 
@@ -35,6 +38,7 @@ synchronises with the host (``condition_number`` avoids ``eigvalsh`` for that re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -58,12 +62,19 @@ GramianLevel = Literal["auto", "representation"]
 
 
 def step_diagnostics(
-    record: BackwardRecord, *, level: GramianLevel = "auto", multi_input: bool | None = None
+    record: BackwardRecord,
+    *,
+    level: GramianLevel = "auto",
+    multi_input: bool | None = None,
+    attention: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor | str]:
     """Cheap per-step measures from a :class:`~repmtl.backward.BackwardRecord` (module doc).
 
     ``multi_input``: whether each task had its own representation ``Z_t``; ``None`` reads
     ``record.multi_input`` when the record carries it, else assumes single-input data.
+    ``attention``: task -> ``A_t(Z)`` of the step's forward pass
+    (:func:`repmtl.nets.attention.attention_maps`), for the top-down FD (Mao et al., IEEE Access
+    2024, Eq. 8 with Eqs. 9–10); ignored for multi-input data, whose maps cover different inputs.
 
     Raises ``ValueError`` when ``level="representation"`` is asked for but the record holds no
     saliency (pass ``keep_saliency=True`` to ``repmtl.backward`` on diagnostic steps).
@@ -97,6 +108,11 @@ def step_diagnostics(
             out.update({K.DIAG_COS.key(t): cos[i] for i, t in enumerate(tasks)})
     if record.saliency is not None:
         out[K.DIAG_FD.key()] = feature_disentanglement(record.saliency)
+    if attention and not multi_input:
+        missing = sorted(set(tasks) - set(attention))
+        if missing:
+            raise ValueError(f"attention maps given for {sorted(attention)} but not for tasks {missing}")
+        out[K.DIAG_FD_ATTENTION.key()] = feature_disentanglement([attention[t] for t in tasks])
     if record.weights is not None:
         out.update({K.WEIGHT.key(t): record.weights[i] for i, t in enumerate(tasks)})
     return out

@@ -1,15 +1,16 @@
 """What every figure of ``repmtl report``, ``repmtl compare`` and the studies shares: one
-matplotlib style, the PNG + PDF writer, smoothing, plain-number log axes and the power-law
-"well trained" band.
+matplotlib style, the PNG + PDF writer, grouped bars, smoothing, plain-number log axes and the
+power-law "well trained" band.
 
-matplotlib is the ``[plots]`` extra (``pip install 'repmtl[plots]'``); importing this module
-without it raises :class:`MissingExtraError` naming the extra, so commands can print tables
-and say why there are no figures.
+matplotlib is the ``[plots]`` extra (``pip install 'repmtl[plots]'``). This is the one module
+that imports it: the figure modules take the matplotlib names they use from here, so importing
+any of them without the extra raises :class:`MissingExtraError` naming the extra, and commands
+can print tables and say why there are no figures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,29 @@ from repmtl.experiments.extras import MissingExtraError
 
 try:
     import matplotlib
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure as MplFigure
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("figures need matplotlib; install the extra: pip install 'repmtl[plots]'") from exc
 
-__all__ = ["WELL_TRAINED", "Figure", "moving_average", "new_figure", "palette", "plain_log_axis", "save", "style"]
+__all__ = [
+    "WELL_TRAINED",
+    "Axes",
+    "Figure",
+    "FuncFormatter",
+    "MaxNLocator",
+    "Patch",
+    "colormap",
+    "grouped_bars",
+    "moving_average",
+    "new_figure",
+    "palette",
+    "plain_log_axis",
+    "save",
+    "style",
+]
 
 #: power-law α in [2, 4] reads as a well-trained layer (Martin & Mahoney, JMLR 2021, Sec. 5;
 #: used as such by Rep-MTL, Wang et al. ICCV 2025, Sec. 4.3)
@@ -73,8 +91,38 @@ def new_figure(width: float, height: float) -> MplFigure:
 
 def palette(names: Sequence[str], cmap: str = "tab10") -> dict[str, Any]:
     """One colour per name from ``cmap`` (``tab20`` beyond ten names)."""
-    colours = matplotlib.colormaps[cmap if len(names) <= 10 else "tab20"]
+    colours = colormap(cmap if len(names) <= 10 else "tab20")
     return {name: colours(i % colours.N) for i, name in enumerate(names)}
+
+
+def colormap(name: str):
+    """A registered matplotlib colormap by name."""
+    return matplotlib.colormaps[name]
+
+
+def grouped_bars(
+    ax: Axes,
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    colours: Mapping[str, Any],
+    *,
+    errors: Mapping[str, Sequence[float | None]] | None = None,
+) -> None:
+    """One cluster of bars per group, one bar per series (``None``: no bar), side by side;
+    ``errors`` (same keys, std or ``None``) as error bars. Group labels are tilted when they
+    would collide; the vertical grid is off."""
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for i, (label, values) in enumerate(series.items()):
+        heights = [np.nan if v is None else v for v in values]
+        extra: dict[str, Any] = {}
+        if errors is not None:
+            extra = {"yerr": [0.0 if e is None else e for e in errors[label]], "capsize": 3,
+                     "error_kw": {"lw": 1, "ecolor": "0.25"}}
+        ax.bar(x - 0.4 + width * (i + 0.5), heights, width * 0.92, color=colours[label], label=label, **extra)
+    rotate = len(groups) > 4 or max((len(g) for g in groups), default=0) * len(groups) > 48
+    ax.set_xticks(x, groups, rotation=25 if rotate else 0, ha="right" if rotate else "center")
+    ax.grid(axis="x", visible=False)
 
 
 def save(fig: MplFigure, folder: Path, name: str, title: str, caption: str) -> Figure:

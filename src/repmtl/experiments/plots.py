@@ -33,12 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from repmtl import logkeys as K
 from repmtl.experiments.aggregate import Comparison, Setting
 from repmtl.experiments.figstyle import (
     WELL_TRAINED,
     Figure,
+    FuncFormatter,
+    MaxNLocator,
+    grouped_bars,
     moving_average,
     new_figure,
     palette,
@@ -75,7 +78,7 @@ def _log(run_dir: Path, name: str, cache: dict[Path, list[dict[str, Any]]]) -> l
 def _seed_series(rows: Sequence[dict[str, Any]], key: str) -> dict[float, float]:
     out = {}
     for row in rows:
-        value, step = finite(row.get(key)), finite(row.get("step"))
+        value, step = finite(row.get(key)), finite(row.get(K.STEP.key()))
         if value is not None and step is not None:
             out[step] = value
     return out
@@ -118,8 +121,8 @@ def _curve_note(curves: Sequence[_Curve]) -> str:
 def _levels(settings: Sequence[Setting], cache: dict) -> dict[str, set[str]]:
     out = {}
     for setting in settings:
-        levels = {str(row["diag/level"]) for run in setting.runs for row in _log(run.path, "steps.jsonl", cache)
-                  if "diag/level" in row}
+        key = K.DIAG_LEVEL.key()
+        levels = {str(row[key]) for run in setting.runs for row in _log(run.path, "steps.jsonl", cache) if key in row}
         out[setting.label] = levels
     return out
 
@@ -194,19 +197,12 @@ class _Plotter:
     def _bars(self, rows: Sequence[Setting], tasks: list[str]) -> None:
         fig = new_figure(min(12.0, max(6.5, 0.42 * len(rows) * len(tasks) + 3.5)), 4.4)
         ax = fig.subplots()
-        width = 0.8 / len(rows)
-        x = np.arange(len(tasks))
-        for i, row in enumerate(rows):
-            means = [row.per_task[t].mean for t in tasks]
-            errors = [row.per_task[t].std or 0.0 for t in tasks]
-            ax.bar(x - 0.4 + width * (i + 0.5), means, width * 0.92, yerr=errors, capsize=3,
-                   color=self.colours[row.label], label=row.label, error_kw={"lw": 1, "ecolor": "0.25"})
+        grouped_bars(ax, tasks, {r.label: [r.per_task[t].mean for t in tasks] for r in rows}, self.colours,
+                     errors={r.label: [r.per_task[t].std for t in tasks] for r in rows})
         ax.axhline(0, color="0.2", lw=1.0, ls="--", label="STL (0 %)")
-        ax.set_xticks(x, tasks)
         ax.set_xlabel("task")
         ax.set_ylabel("improvement over STL (%)")
         ax.set_title("Per-task improvement over single-task learning")
-        ax.grid(axis="x", visible=False)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
         self.figures.append(save(fig, self.folder, "improvement", "Per-task improvement over STL",
                                   "Relative change of each task's test metrics against its single-task baseline "
@@ -215,7 +211,7 @@ class _Plotter:
 
     def alpha(self) -> None:
         groups = ["encoder", *(f"head {t}" for t in self.c.tasks)]
-        keys = {"encoder": "alpha/encoder_mean", **{f"head {t}": f"alpha/head_mean/{t}" for t in self.c.tasks}}
+        keys = {"encoder": K.ALPHA_ENCODER_MEAN.key(), **{f"head {t}": K.ALPHA_HEAD_MEAN.key(t) for t in self.c.tasks}}
         table: dict[str, dict[str, list[float]]] = {}
         for setting in self.c.settings:
             for run in setting.runs:
@@ -225,28 +221,21 @@ class _Plotter:
                     if value is not None:
                         table.setdefault(setting.label, {}).setdefault(group, []).append(value)
         if not table:
-            self.skipped.append("Power-law α: no `alpha/encoder_mean` or `alpha/head_mean/*` in epochs.jsonl "
-                                "(train with diagnostics on).")
+            self.skipped.append(f"Power-law α: no `{K.ALPHA_ENCODER_MEAN.pattern}` or `{K.ALPHA_HEAD_MEAN.pattern}` in "
+                                "epochs.jsonl (train with diagnostics on).")
             return
         labels = [s.label for s in self.c.settings if s.label in table]
         fig = new_figure(max(6.5, 0.9 * len(labels) * len(groups) / 2 + 3.0), 4.6)
         ax = fig.subplots()
-        width = 0.8 / len(labels)
-        x = np.arange(len(groups))
         ax.axhspan(*WELL_TRAINED, color="tab:green", alpha=0.12, lw=0, label="α ∈ [2, 4] (well trained)")
-        top = 0.0
-        for i, label in enumerate(labels):
-            means = [float(np.mean(table[label][g])) if g in table[label] else np.nan for g in groups]
-            errors = [float(np.std(table[label][g], ddof=1)) if len(table[label].get(g, [])) > 1 else 0.0
-                      for g in groups]
-            ax.bar(x - 0.4 + width * (i + 0.5), means, width * 0.92, yerr=errors, capsize=3,
-                   color=self.colours[label], label=label, error_kw={"lw": 1, "ecolor": "0.25"})
-            top = max(top, np.nanmax(np.array(means) + np.array(errors)))
+        means = {lb: [float(np.mean(table[lb][g])) if g in table[lb] else None for g in groups] for lb in labels}
+        errors = {lb: [float(np.std(table[lb][g], ddof=1)) if len(table[lb].get(g, [])) > 1 else None for g in groups]
+                  for lb in labels}
+        grouped_bars(ax, groups, means, self.colours, errors=errors)
+        top = max(m + (e or 0.0) for lb in labels for m, e in zip(means[lb], errors[lb]) if m is not None)
         ax.set_ylim(0, max(top * 1.1, WELL_TRAINED[1] * 1.1))
-        ax.set_xticks(x, groups)
         ax.set_ylabel("power-law α (mean over layers)")
         ax.set_title("Power-law exponent α of encoder and heads, last epoch")
-        ax.grid(axis="x", visible=False)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
         self.figures.append(save(fig, self.folder, "alpha", "Power-law α per method",
                                   "Heavy-tailed self-regularisation exponent α of the weight matrices at the last "
@@ -254,17 +243,17 @@ class _Plotter:
                                   "seeds (error bars: std). Shaded: α ∈ [2, 4], well trained; larger: under-trained."))
 
     def geometry(self) -> None:
-        panels = [("diag/gds", "GDS: gradient direction similarity", "mean pairwise cosine"),
-                  ("diag/gms", "GMS: gradient magnitude similarity", "mean pairwise similarity"),
-                  ("diag/fd", "FD: feature disentanglement", "entropy over positions (nats)")]
+        panels = [(K.DIAG_GDS.key(), "GDS: gradient direction similarity", "mean pairwise cosine"),
+                  (K.DIAG_GMS.key(), "GMS: gradient magnitude similarity", "mean pairwise similarity"),
+                  (K.DIAG_FD.key(), "FD: feature disentanglement", "entropy over positions (nats)")]
         found = []
         for key, title, ylabel in panels:
             curves = [(s, c) for s in self.c.settings if (c := _curve(s, key, self.cache)) is not None]
             if curves:
                 found.append((key, title, ylabel, curves))
         if not found:
-            self.skipped.append("GDS / GMS / FD over training: no `diag/gds`, `diag/gms` or `diag/fd` in "
-                                "steps.jsonl (train with diagnostics on).")
+            self.skipped.append("GDS / GMS / FD over training: no " + ", ".join(f"`{k}`" for k, _, _ in panels)
+                                + " in steps.jsonl (train with diagnostics on).")
             return
         fig = new_figure(4.6 * len(found), 4.0)
         axes = fig.subplots(1, len(found), squeeze=False)
@@ -274,7 +263,7 @@ class _Plotter:
             for setting, curve in curves:
                 _draw(ax, curve, self.colours[setting.label], setting.label, crowded=len(curves) > 4)
                 all_curves.append(curve)
-            if key == "diag/gds":
+            if key == K.DIAG_GDS.key():
                 ax.axhline(0, color="0.5", lw=0.8, ls="--")
             ax.set_title(title)
             ax.set_xlabel("training step")
@@ -292,14 +281,14 @@ class _Plotter:
             caption += " Not logged: " + ", ".join(missing) + "."
         self.figures.append(save(fig, self.folder, "geometry", "GDS, GMS and FD over training", caption))
 
-    def _per_method(self, prefix: str, name: str, title: str, ylabel: str, caption: str, *, log: bool) -> None:
+    def _per_method(self, family: K.KeyFamily, name: str, title: str, ylabel: str, caption: str, *, log: bool) -> None:
         panels = []
         for setting in self.c.settings:
-            curves = [(t, c) for t in self.c.tasks if (c := _curve(setting, f"{prefix}{t}", self.cache)) is not None]
+            curves = [(t, c) for t in self.c.tasks if (c := _curve(setting, family.key(t), self.cache)) is not None]
             if curves:
                 panels.append((setting, curves))
         if not panels:
-            self.skipped.append(f"{title}: no `{prefix}<task>` in steps.jsonl (train with diagnostics on; the "
+            self.skipped.append(f"{title}: no `{family.pattern}` in steps.jsonl (train with diagnostics on; the "
                                 "cosine needs a method that returns task weights).")
             return
         absent = [s.label for s in self.c.settings if s not in [p[0] for p in panels]]
@@ -341,11 +330,11 @@ class _Plotter:
             self.improvement()
             self.alpha()
             self.geometry()
-            self._per_method("diag/cos/", "cos_to_update", "Cosine of each task gradient to the update",
+            self._per_method(K.DIAG_COS, "cos_to_update", "Cosine of each task gradient to the update",
                              "cos(g_t, update)",
                              "Cosine between each task's gradient and the applied update Jᵀα: curves close together "
                              "mean the update serves the tasks evenly.", log=False)
-            self._per_method("diag/norm/", "grad_norms", "Per-task gradient norms", "‖g_t‖ (log scale)",
+            self._per_method(K.DIAG_NORM, "grad_norms", "Per-task gradient norms", "‖g_t‖ (log scale)",
                              "Norm of each task's gradient on the logged Gramian: a task whose norm stays far above "
                              "the others dominates the shared update.", log=True)
 

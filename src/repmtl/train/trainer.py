@@ -15,6 +15,7 @@ from rich.console import Console
 
 from repmtl import logkeys as K
 from repmtl.diagnostics import layer_alphas, step_diagnostics
+from repmtl.nets.attention import attention_maps
 from repmtl.step import BackwardRecord, backward
 from repmtl.train import checkpoint as ckpt
 from repmtl.train.build import build_run
@@ -152,7 +153,8 @@ class Trainer:
                 if log_now:
                     values = self._step_values(record)
                     if diagnose:
-                        values.update(step_diagnostics(record, level=self.config.diagnostics_level))
+                        values.update(step_diagnostics(record, level=self.config.diagnostics_level,
+                                                       attention=attention_maps(self.model)))
                     row = logger.log_step(self.step, self.epoch + 1, values)
                     loss = sum(row[K.LOSS.key(t)] for t in self.task_names)
                 advance(loss)

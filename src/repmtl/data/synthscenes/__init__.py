@@ -26,7 +26,7 @@ first access and kept in memory (``cache=True``; call ``materialize()`` before s
 
 Preset ``synthscenes``: 48×64 images, 2048 / 256 / 512 train / val / test samples from data
 seed 0 (``BuildOptions.extra``: ``n_train``, ``n_val``, ``n_test``, ``size``, ``data_seed``,
-``augment``), the small dilated CNN of :mod:`repmtl.nets.small_dense` (``encoder="small"``,
+``augment``, ``views``: camera views per room, default 1, i.e. every sample its own room), the small dilated CNN of :mod:`repmtl.nets.small_dense` (``encoder="small"``,
 default) or a dilated ResNet-18 with small-rate ASPP heads (``"resnet18"``); Adam 1e-3,
 batch 32, 20 epochs. Generation costs a few milliseconds per sample on one CPU core.
 
@@ -60,6 +60,7 @@ from repmtl.data.synthscenes.scene import (
     Camera,
     Scene,
     sample_scene,
+    sample_view,
 )
 
 __all__ = [
@@ -83,5 +84,6 @@ __all__ = [
     "generate",
     "render",
     "sample_scene",
+    "sample_view",
     "synthscenes_splits",
 ]

@@ -29,6 +29,8 @@ class SynthScenes(Dataset):
         tasks: subset of ``segmentation``, ``depth``, ``normal``.
         cache: keep generated samples in memory (≈ 60 KB each at 48×64).
         augment: optional ``(image, targets) -> (image, targets)`` (e.g. ``DenseAugment``).
+        views: camera views per room: samples ``V·s … V·s + V − 1`` show scene ``s``
+            (:func:`~repmtl.data.synthscenes.render.generate`); ``length`` need not be a multiple.
     """
 
     def __init__(
@@ -41,13 +43,16 @@ class SynthScenes(Dataset):
         holes: bool = True,
         cache: bool = True,
         augment: Callable | None = None,
+        views: int = 1,
     ) -> None:
         if split not in SPLIT_CODES:
             raise ValueError(f"unknown split {split!r}; choose from {list(SPLIT_CODES)}")
         unknown = [t for t in tasks if t not in TASK_OUTPUTS]
         if unknown:
             raise ValueError(f"unknown synthscenes tasks {unknown}; choose from {list(TASK_OUTPUTS)}")
-        self.split, self.length, self.seed = split, int(length), int(seed)
+        if int(views) < 1:
+            raise ValueError(f"views must be an integer ≥ 1, got {views!r}")
+        self.split, self.length, self.seed, self.views = split, int(length), int(seed), int(views)
         self.size = (int(size[0]), int(size[1]))
         self.tasks, self.holes, self.augment = tuple(tasks), holes, augment
         self._cache: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] | None = {} if cache else None
@@ -60,7 +65,7 @@ class SynthScenes(Dataset):
             raise IndexError(f"index {index} out of range for {self.length} samples")
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        s = generate(self.seed, self.split, index, self.size, self.holes)
+        s = generate(self.seed, self.split, index, self.size, self.holes, self.views)
         image = torch.from_numpy(s["image"].astype(np.float32)).permute(2, 0, 1).contiguous()
         all_targets = {
             "segmentation": torch.from_numpy(s["label"]),
@@ -71,6 +76,10 @@ class SynthScenes(Dataset):
         if self._cache is not None:
             self._cache[index] = sample
         return sample
+
+    def scene_ids(self) -> list[int]:
+        """The scene (room) each sample shows, by index: what whole-scene subsets are drawn by."""
+        return [i // self.views for i in range(self.length)]
 
     def materialize(self) -> SynthScenes:
         """Generate every sample now. Useful before ``DataLoader`` workers start: each worker
@@ -98,12 +107,14 @@ def synthscenes_splits(
     tasks: Sequence[str] = tuple(TASK_OUTPUTS),
     augment: bool = False,
     holes: bool = True,
+    views: int = 1,
 ) -> Splits:
-    """Fixed train / val / test sets from ``seed`` (the dataset seed, not the run's)."""
+    """Fixed train / val / test sets from ``seed`` (the dataset seed, not the run's); ``views``
+    camera views per room in every split."""
     sizes = {**SIZES, **(sizes or {})}
     aug = DenseAugment({t: TASK_KINDS[t] for t in tasks}) if augment else None
 
     def make(split: str, a: DenseAugment | None = None) -> SynthScenes:
-        return SynthScenes(split, sizes[split], seed, size, tasks, holes, augment=a)
+        return SynthScenes(split, sizes[split], seed, size, tasks, holes, augment=a, views=views)
 
     return Splits(train=make("train", aug), val=make("val"), test=make("test"))

@@ -36,6 +36,7 @@ def _splits(options: BuildOptions) -> Splits:
         sizes=sizes,
         size=tuple(parse_extra(extra, "size", IMAGE_SIZE)),
         augment=bool(parse_extra(extra, "augment", False)),
+        views=int(parse_extra(extra, "views", 1)),
     )
 
 
@@ -57,6 +58,6 @@ SYNTHSCENES = register_benchmark(
         model=_model,
         defaults=TrainDefaults(epochs=20, batch_size=32, lr=1e-3, weight_decay=0.0, optimizer="adam", eval_batch_size=128),
         encoders=("small", "resnet18"),
-        options=("n_train", "n_val", "n_test", "size", "data_seed", "augment"),
+        options=("n_train", "n_val", "n_test", "size", "data_seed", "augment", "views"),
     )
 )

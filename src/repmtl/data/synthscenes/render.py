@@ -20,6 +20,7 @@ from repmtl.data.synthscenes.scene import (
     Scene,
     rot_y,
     sample_scene,
+    sample_view,
 )
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -197,10 +198,24 @@ def _shade(scene: Scene, points: np.ndarray, normals: np.ndarray, d: np.ndarray,
     return albedo * shade[:, None] + 0.6 * specular[:, None]
 
 
-def generate(seed: int, split: str, index: int, size: tuple[int, int] = (48, 64), holes: bool = True) -> dict[str, np.ndarray]:
-    """Sample ``index`` of ``split`` for ``seed`` (a pure function of its arguments)."""
+def generate(seed: int, split: str, index: int, size: tuple[int, int] = (48, 64), holes: bool = True,
+             views: int = 1) -> dict[str, np.ndarray]:
+    """Sample ``index`` of ``split`` for ``seed`` (a pure function of its arguments).
+
+    With ``views = V`` samples come in groups of ``V`` views of one room: sample ``i`` is view
+    ``i mod V`` of scene ``i // V``. View 0 is the scene's own camera (so it equals sample
+    ``i // V`` of ``views = 1``); view ``v > 0`` moves the camera (:func:`sample_view`), drawn
+    from the stream ``(seed, split, scene, v)``.
+    """
     if split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; choose from {list(SPLIT_CODES)}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], int(index)]))
+    if views < 1:
+        raise ValueError(f"views must be ≥ 1, got {views}")
+    scene_index, view = divmod(int(index), int(views))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], scene_index]))
+    scene = sample_scene(rng)
+    if view:
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], scene_index, view]))
+        scene = sample_view(scene, rng)
     camera = Camera.from_fov(*size)
-    return render(sample_scene(rng), camera, rng, holes=holes)
+    return render(scene, camera, rng, holes=holes)

@@ -8,7 +8,7 @@ World frame: x right, y up, z forward; the floor is ``y = 0``. Surface classes
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -122,3 +122,16 @@ def sample_scene(rng: np.random.Generator) -> Scene:
              "color": _hsv(rng, (0.5, 0.9), (0.55, 0.95)), "period": rng.uniform(0.1, 0.25)}
         )
     return scene
+
+
+def sample_view(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The same room from another camera pose: height, pitch and yaw drawn as in
+    :func:`sample_scene`, and the camera moved sideways within the middle half of the room and up
+    to 0.6 m forward (objects stand 0.95 m or more ahead of the default position, so the camera
+    stays in free space). Geometry, materials and light are ``scene``'s."""
+    x_lo, x_hi, _, room_h, _, _ = scene.room
+    cam_h = rng.uniform(1.0, min(1.7, room_h - 0.3))
+    pitch = math.radians(rng.uniform(-25, -5))
+    yaw = math.radians(rng.uniform(-20, 20))
+    position = np.array([rng.uniform(x_lo / 2, x_hi / 2), cam_h, rng.uniform(0.0, 0.6)])
+    return replace(scene, camera_position=position, rotation=rot_y(yaw) @ _rot_x(-pitch))

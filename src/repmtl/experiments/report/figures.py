@@ -14,15 +14,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
 
 from repmtl.experiments.figstyle import (
     WELL_TRAINED,
+    Axes,
     Figure,
+    MaxNLocator,
+    Patch,
+    colormap,
     moving_average,
     new_figure,
     plain_log_axis,
@@ -60,7 +60,7 @@ def _shown(family: KeyFamily) -> str:
 
 
 def _colours(names: Sequence[str]) -> dict[str, Any]:
-    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    cmap = colormap("tab10" if len(names) <= 10 else "tab20")
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
@@ -142,7 +142,7 @@ class RunFigures:
         task = key.rsplit("/", 1)[-1]
         if task in self.colours:
             return self.colours[task]
-        return matplotlib.colormaps["tab10"](index % 10)
+        return colormap("tab10")(index % 10)
 
     def _step_lines(self, family: KeyFamily) -> list[tuple[str, Series]]:
         """(the key's fields joined by "/", series) for every key of ``family`` in ``steps.jsonl``."""
@@ -333,7 +333,7 @@ class RunFigures:
         rows = math.ceil(len(groups) / cols)
         fig = new_figure(6.8 * cols, 3.9 * rows)
         axes = fig.subplots(rows, cols, squeeze=False)
-        cmap = matplotlib.colormaps["viridis"]
+        cmap = colormap("viridis")
         for ax, (group, layers) in zip(axes.flat, groups.items()):
             ax.axhspan(*WELL_TRAINED, color="tab:green", alpha=0.15)
             for i, (name, s) in enumerate(layers):

@@ -24,8 +24,7 @@ STUDIES: dict[str, Study] = {
               "Mao et al., Rethinking Resource Competition in Multi-Task Learning, Table 13",
               surrogate.recipe, surrogate.analyse, "surrogate_bars"),
         Study("ranking", "Ranking similarity of diagnostics and task metrics",
-              "Mao et al., Rethinking Resource Competition in Multi-Task Learning, Tables 2 and 6 (bottom-up)",
-              ranking.recipe, ranking.analyse, "ranking_heatmap"),
+              ranking.REFERENCE, ranking.recipe, ranking.analyse, "ranking_heatmap"),
     )
 }
 

@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from repmtl.benchmarks import BuildOptions
 from repmtl.data import get_benchmark
 from repmtl.experiments.aggregate import BaselineIndex, summarize
 from repmtl.experiments.runs import RunRecord
 from repmtl.experiments.studies.base import Budget, StudyOutput, StudyTable, fmt, header
 from repmtl.model import MultiTaskModel
+from repmtl.train.build import build_run
 from repmtl.train.config import TrainConfig
+from repmtl.train.resolve import build_options, resolve
 
 __all__ = ["EVAL_SAMPLES", "FIT_SAMPLES", "METHODS", "adapted_distance", "analyse", "recipe"]
 
@@ -82,14 +84,12 @@ def adapted_distance(source_fit: torch.Tensor, target_fit: torch.Tensor, source_
 
 
 def _model(record: RunRecord) -> MultiTaskModel:
-    """The run's network with its selected weights (as the trainer builds it)."""
-    config = record.train_config()
-    bench = get_benchmark(config.benchmark)
-    options = BuildOptions(data_root=Path(config.data_root) if config.data_root else None, encoder=config.encoder,
-                           seed=config.seed, pretrained=Path(config.pretrained) if config.pretrained else None,
-                           extra=dict(config.options))
-    tasks = [t for t in bench.tasks(options) if not config.single_task or t.name == config.single_task]
-    model = bench.model(options, tasks)
+    """The run's network with its selected weights, built by the trainer's own
+    :func:`~repmtl.train.build.build_run` from the run's ``config.json`` (so a single-task model
+    and a multi-task one are made exactly as their runs made them), on the CPU. ``resolve`` is
+    idempotent: a run's saved config passes through unchanged."""
+    config = resolve(replace(record.train_config(), device="cpu"))
+    model = build_run(config).model
     path = record.path / "checkpoints" / "best.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: the distance study needs the runs' checkpoints")
@@ -99,10 +99,7 @@ def _model(record: RunRecord) -> MultiTaskModel:
 
 
 def _images(config: TrainConfig, split: str, limit: int) -> torch.Tensor:
-    bench = get_benchmark(config.benchmark)
-    options = BuildOptions(data_root=Path(config.data_root) if config.data_root else None, encoder=config.encoder,
-                           seed=config.seed, extra=dict(config.options))
-    data = getattr(bench.splits(options), split)
+    data = getattr(get_benchmark(config.benchmark).splits(build_options(config)), split)
     return torch.stack([data[i][0] for i in range(min(limit, len(data)))])
 
 
@@ -112,9 +109,11 @@ def _features(model: MultiTaskModel, images: torch.Tensor) -> torch.Tensor:
 
 
 class _Cache:
-    """Images per data configuration and features per (run folder, images), computed once."""
+    """Images per data configuration, networks per run folder and features per (run folder,
+    images), each computed once."""
 
     def __init__(self) -> None:
+        self._models: dict[Path, MultiTaskModel] = {}
         self._features: dict[tuple[Path, str], torch.Tensor] = {}
         self._images: dict[str, torch.Tensor] = {}
 
@@ -128,7 +127,9 @@ class _Cache:
     def _get(self, record: RunRecord, data: str) -> torch.Tensor:
         key = (record.path.resolve(), data)
         if key not in self._features:
-            self._features[key] = _features(_model(record), self._images[data])
+            if key[0] not in self._models:
+                self._models[key[0]] = _model(record)
+            self._features[key] = _features(self._models[key[0]], self._images[data])
         return self._features[key]
 
     def distance(self, source: RunRecord, target: RunRecord) -> float:

@@ -11,9 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.patches import Patch
 
-from repmtl.experiments.figstyle import Figure, new_figure, palette, save, style
+from repmtl.experiments.figstyle import (
+    Figure,
+    Patch,
+    grouped_bars,
+    new_figure,
+    palette,
+    save,
+    style,
+)
 
 __all__ = ["data_bars", "distance_bars", "gridsearch_bars", "ranking_heatmap", "surrogate_bars"]
 
@@ -37,7 +44,7 @@ def ranking_heatmap(data: Mapping[str, Any], out: Path) -> list[Figure]:
             ax.grid(False)
             for (i, j), v in np.ndenumerate(values):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < 0.3 else "black")
-            ax.set_title(f"{panel['benchmark']} ({panel['methods']} methods)")
+            ax.set_title(f"{panel['benchmark']}, {panel.get('variant', 'bottom-up')} ({panel['methods']} methods)")
             ax.set_xlabel("diagnostic (final value)")
         axes[0].set_ylabel("task metric")
         fig.colorbar(image, ax=list(axes), label="|S − 0.5|", shrink=0.9)
@@ -47,16 +54,9 @@ def ranking_heatmap(data: Mapping[str, Any], out: Path) -> list[Figure]:
                      "task metric (0: unrelated, 0.5: the same or the reversed order; Mao et al. Eq. 11).")]
 
 
-def _grouped_bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float | None]], colours) -> None:
-    width = 0.8 / max(1, len(series))
-    x = np.arange(len(groups))
-    for i, (label, values) in enumerate(series.items()):
-        heights = [np.nan if v is None else v for v in values]
-        ax.bar(x - 0.4 + width * (i + 0.5), heights, width * 0.92, color=colours[label], label=label)
-    rotate = len(groups) > 4 or max(len(g) for g in groups) * len(groups) > 48  # labels that would collide
-    ax.set_xticks(x, groups, rotation=25 if rotate else 0, ha="right" if rotate else "center")
+def _bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float | None]], colours) -> None:
+    grouped_bars(ax, groups, series, colours)
     ax.axhline(0, color="0.2", lw=0.9)
-    ax.grid(axis="x", visible=False)
 
 
 def surrogate_bars(data: Mapping[str, Any], out: Path) -> list[Figure]:
@@ -74,7 +74,7 @@ def surrogate_bars(data: Mapping[str, Any], out: Path) -> list[Figure]:
             metrics = rows[0]["metrics"]
             colours = palette(metrics)
             series = {m: [r["changes"][i] for r in rows] for i, m in enumerate(metrics)}
-            _grouped_bars(ax, [r["method"] for r in rows], series, colours)
+            _bars(ax, [r["method"] for r in rows], series, colours)
             ax.set_ylabel("change, rep. vs param. (%)")
             ax.set_title(benchmark)
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -124,7 +124,7 @@ def data_bars(data: Mapping[str, Any], out: Path) -> list[Figure]:
         axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
         for ax, panel in zip(axes, panels):
             colours = palette(list(panel["series"]))
-            _grouped_bars(ax, panel["conditions"], panel["series"], colours)
+            _bars(ax, panel["conditions"], panel["series"], colours)
             ax.set_ylabel("change vs clean, full data (%)")
             ax.set_title(panel["title"])
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -144,7 +144,7 @@ def distance_bars(data: Mapping[str, Any], out: Path) -> list[Figure]:
         axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
         for ax, panel in zip(axes, panels):
             colours = palette(list(panel["series"]))
-            _grouped_bars(ax, panel["methods"], panel["series"], colours)
+            _bars(ax, panel["methods"], panel["series"], colours)
             ax.set_ylabel("feature distance to STL")
             ax.set_title(panel["benchmark"])
             ax.legend(title="single-task model", loc="upper left", bbox_to_anchor=(1.01, 1.0))

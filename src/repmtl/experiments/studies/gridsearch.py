@@ -29,6 +29,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from repmtl import logkeys as K
 from repmtl.experiments.aggregate import BaselineIndex, Comparison, Setting, summarize
 from repmtl.experiments.runs import RunRecord
 from repmtl.experiments.studies.base import (
@@ -95,7 +96,7 @@ def _val_delta(setting: Setting, index: BaselineIndex, warnings: list[str]) -> f
 def _avgnorm_weights(setting: Setting, tasks: Sequence[str]) -> list[float] | None:
     means = []
     for task in tasks:
-        per_seed = [v for run in setting.runs if (v := mean_logged(run.path, f"weight/{task}")) is not None]
+        per_seed = [v for run in setting.runs if (v := mean_logged(run.path, K.WEIGHT.key(task))) is not None]
         if not per_seed:
             return None
         means.append(statistics.fmean(per_seed))

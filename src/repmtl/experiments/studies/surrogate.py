@@ -17,6 +17,7 @@ import json
 import statistics
 from collections.abc import Sequence
 
+from repmtl import logkeys as K
 from repmtl import methods
 from repmtl.experiments.aggregate import Setting, summarize
 from repmtl.experiments.runs import EXECUTION_FIELDS, RunRecord
@@ -62,7 +63,7 @@ def _level(setting: Setting) -> str:
 
 
 def _epoch_time(setting: Setting) -> float | None:
-    values = [v for run in setting.runs if (v := mean_logged(run.path, "time/epoch_s", log="epochs.jsonl")) is not None]
+    values = [v for run in setting.runs if (v := mean_logged(run.path, K.EPOCH_TIME.key(), log="epochs.jsonl")) is not None]
     return statistics.fmean(values) if values else None
 
 
