@@ -39,10 +39,11 @@ def _parse_hparams(owner: str, cls: type, items: list[str] | None, flag: str) ->
     return {key: parse_cli_value(owner, cls, key, text) for key, text in _parse_assignments(items, flag).items()}
 
 
-def _parse_options(items: list[str] | None) -> dict[str, Any]:
-    """Benchmark options: JSON values where they parse (numbers, booleans, lists), else strings."""
+def _parse_options(items: list[str] | None, flag: str = "--option") -> dict[str, Any]:
+    """Benchmark options (or architecture arguments): JSON values where they parse (numbers,
+    booleans, lists), else strings."""
     parsed: dict[str, Any] = {}
-    for key, value in _parse_assignments(items, "--option").items():
+    for key, value in _parse_assignments(items, flag).items():
         try:
             parsed[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -92,6 +93,8 @@ def train(
     encoder: Annotated[Optional[str], typer.Option(help="Encoder, e.g. resnet50 | resnet18.")] = None,
     pretrained: Annotated[Optional[Path], typer.Option(help="Local ImageNet weights file for the encoder.")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", help="Benchmark option KEY=VALUE (repeatable), e.g. classes=19.")] = None,
+    architecture: Annotated[str, typer.Option(help="hps | mtan | cross-stitch | mmoe | cgc | ple | dselect-k | ltb (docs/architectures.md).")] = "hps",
+    architecture_arg: Annotated[Optional[list[str]], typer.Option("--architecture-arg", help="Architecture argument KEY=VALUE (repeatable), e.g. experts=4.")] = None,
     diagnostics: Annotated[Optional[str], typer.Option(help="Log imbalance diagnostics every=N steps (and power-law α per epoch); ,level=representation measures every method alike.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in the output folder.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start again even if the run folder holds a run.")] = False,
@@ -133,6 +136,7 @@ def train(
         max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
         out=str(out_dir), name=name, data_root=str(data_root) if data_root else None, encoder=encoder,
         pretrained=str(pretrained) if pretrained else None, options=_parse_options(option),
+        architecture=architecture, architecture_args=_parse_options(architecture_arg, "--architecture-arg"),
         diagnostics_every=diagnostics_every,
         diagnostics_level=diagnostics_level,
         log_every=log_every, num_workers=num_workers, progress=progress,

@@ -233,8 +233,9 @@ def _args_text(args: Mapping[str, Any]) -> list[str]:
 def _labels(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Readable, distinct row names: the method (or its preset), its regularizer, its arguments,
     and every other field that differs between the rows (fields a preset sets count as part of
-    the preset's name)."""
-    shown_always = {"method", "method_args", "regularizer", "regularizer_args"}
+    the preset's name). A non-hard-sharing architecture leads the name (``mtan ew``); a run
+    folder written before architectures existed is hard sharing."""
+    shown_always = {"method", "method_args", "regularizer", "regularizer_args", "architecture", "architecture_args"}
     ignored = shown_always | {"seed", "single_task", "out", "name", "device", "progress", "num_workers", "log_every"}
     presets = [_preset_of(c) for c in configs]
     own = [{k: json.dumps(v, sort_keys=True) for k, v in c.items() if k not in ignored and k not in explained}
@@ -248,6 +249,9 @@ def _labels(configs: Sequence[Mapping[str, Any]]) -> list[str]:
         if regularizer and "regularizer" not in explained:
             name += f"+{regularizer}"
         parts = [name, *_args_text(config.get("method_args") or {}), *_args_text(config.get("regularizer_args") or {})]
+        architecture = config.get("architecture") or "hps"
+        if architecture != "hps":
+            parts = [architecture, *_args_text(config.get("architecture_args") or {}), *parts]
         parts += [f"{k}={_compact(config.get(k))}" for k in varying if k not in explained]
         labels.append(" ".join(parts))
     counts: dict[str, int] = {}

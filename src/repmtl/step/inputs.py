@@ -155,9 +155,10 @@ def check_needs_representation(method: Method, level: Level, regularizers: Seque
     at_representation = not isinstance(method, LossWeighting) and level == "representation"
     if at_representation and given.multi_input:
         raise ValueError(
-            f"method {method.name!r} at level 'representation' is undefined for multi-input data: "
-            "each task has its own representation, so task gradients never share a space; "
-            "use level='parameters'"
+            f"method {method.name!r} at level 'representation' is undefined for per-task representations "
+            "(multi-input data, or an architecture such as MTAN or MMoE that gives each task its own Z_t): "
+            "the task gradients ∂L_t/∂Z_t live on different tensors and never share a space; "
+            "use level='parameters' (or 'last_layer')"
         )
     needs = any(r.needs_saliency for r in regularizers) or not isinstance(method, LossWeighting)
     if given.reps is None and needs:
@@ -198,8 +199,13 @@ def resolve_method(method: Method | str, names: tuple[str, ...]) -> Method:
 
 
 def shared_parameters(shared_params: Iterable[torch.Tensor] | None, reps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``shared_params``, or by default every trainable leaf behind *every* representation (with
+    one ``Z``: every leaf behind it)."""
     if shared_params is None:
-        found = G.leaves_between(reps, stop=[])
+        found = G.leaves_between(reps[:1], stop=[])
+        for z in reps[1:]:
+            behind = {id(p) for p in G.leaves_between([z], stop=[])}
+            found = [p for p in found if id(p) in behind]
         if not found:
             raise ValueError("no trainable parameter lies behind the representation")
         return found
@@ -207,6 +213,24 @@ def shared_parameters(shared_params: Iterable[torch.Tensor] | None, reps: list[t
     if not params:
         raise ValueError("shared_params holds no parameter that requires grad")
     return params
+
+
+def task_specific(reps: list[torch.Tensor], shared: list[torch.Tensor]) -> list[list[torch.Tensor]] | None:
+    """For per-task representations ``Z_t`` of one input (``docs/architectures.md``): each task's
+    trainable parameters that lie behind its own ``Z_t`` only and are not shared (MTAN's attention
+    modules, a mixture of experts' gates, CGC's task experts). They are task parameters like the
+    heads: they get their task's gradient times the heads' weight, never the other tasks'.
+    ``None`` when there is no such parameter (hard sharing, multi-input data with one encoder)."""
+    if len(reps) < 2:
+        return None
+    shared_ids = {id(p) for p in shared}
+    behind = [[p for p in G.leaves_between([z], stop=[]) if id(p) not in shared_ids] for z in reps]
+    uses: dict[int, int] = {}
+    for params in behind:
+        for p in params:
+            uses[id(p)] = uses.get(id(p), 0) + 1
+    own = [[p for p in params if uses[id(p)] == 1] for params in behind]
+    return own if any(own) else None
 
 
 def covers_encoder(reps: list[torch.Tensor], shared: list[torch.Tensor], required: bool) -> bool:

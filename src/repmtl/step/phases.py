@@ -71,6 +71,8 @@ class TaskGradients:
     in_hand: list[torch.Tensor] | None = None
     #: each task's head parameters, when disjoint: their gradients come from the Jacobian's passes
     heads: list[list[torch.Tensor]] | None = None
+    #: per-task representations of one input: each task's parameters behind its own ``Z_t`` only
+    own: list[list[torch.Tensor]] | None = None
     segments: list[int] | None = None
     penalties: list[Penalty] = field(default_factory=list)
 
@@ -170,13 +172,18 @@ def task_gradients(step: Step) -> TaskGradients:
         return out
     reps = step.given.reps
     shared = out.shared = I.shared_parameters(step.given.shared_params, reps)
-    covered = I.covers_encoder(reps, shared, required=isinstance(step.method, Aggregator))
+    out.own = I.task_specific(reps, shared) if step.given.multi_input else None
+    owned = [p for params in out.own or () for p in params]
+    covered = I.covers_encoder(reps, shared + owned, required=isinstance(step.method, Aggregator))
     params = shared if step.level == "parameters" else G.last_layer_parameters(reps, shared)
     if step.level == "parameters" and covered:
         # The Jacobian in hand gives the whole shared update (Jᵀα or the direction), and the
-        # same passes give each head its task gradient when the heads are disjoint.
+        # same passes give each head (and the task's own parameters behind Z_t) its task gradient
+        # when the heads are disjoint.
         out.in_hand = shared
         out.heads = G.disjoint_heads(step.terms.terms, reps)
+        if out.heads is not None and out.own is not None:
+            out.heads = [head + own for head, own in zip(out.heads, out.own, strict=True)]
     # without penalties, shared heads or the method's own parameters, nothing is differentiated
     # through the graph after the Jacobian: its last pass may free the graph as it goes
     keep_graph = out.heads is None or bool(step.regularizers) or step.method.learnable
@@ -262,6 +269,8 @@ def apply_update(step: Step, grads: TaskGradients, result: Result) -> tuple[torc
         raise ValueError(I.NEEDS_REPRESENTATION)  # a loss weighting whose heads' weights differ (RGW)
     above = G.leaves_between([head_part, *(p.value for p in penalties)], stop=reps)
     I.refuse_leaks(above, grads.shared)
+    owned = _task_specific(step, grads)
+    above += owned  # task parameters behind their own Z_t: updated like the heads, not through Z
     rest, task_heads = above, []
     if grads.heads is not None:
         for weight, params, task_grads in zip(head_weights.detach(), grads.heads, grads.jacobian.task_grads, strict=True):
@@ -288,8 +297,24 @@ def apply_update(step: Step, grads: TaskGradients, result: Result) -> tuple[torc
         scale = _relative_scale(applied, _norm(_task_gradient_at_z(step, grads, result)), _norm(task_heads))
     incoming = _sum_per_representation(reps, method_at_z, penalty_at_z)
     if incoming is not None:
-        torch.autograd.backward(reps, incoming)
+        if owned:  # the encoder backward must not reach them again
+            owned_ids = {id(p) for p in owned}
+            below = [p for p in G.leaves_between(reps, stop=[]) if id(p) not in owned_ids]
+            if below:
+                torch.autograd.backward(reps, incoming, inputs=below)
+        else:
+            torch.autograd.backward(reps, incoming)
     return head_weights, scale
+
+
+def _task_specific(step: Step, grads: TaskGradients) -> list[torch.Tensor]:
+    """The task parameters behind their own ``Z_t`` (found in phase 2, or here for a loss weighting)."""
+    if not step.given.multi_input:
+        return []
+    own = grads.own
+    if own is None and grads.shared is None:
+        own = I.task_specific(step.given.reps, I.shared_parameters(step.given.shared_params, step.given.reps))
+    return [p for params in own or () for p in params]
 
 
 def _penalties_above(

@@ -15,7 +15,7 @@ from repmtl import methods as M
 from repmtl import regularizers as R
 from repmtl.benchmarks import Benchmark, BuildOptions, Splits
 from repmtl.data import get_benchmark
-from repmtl.model import MultiTaskModel
+from repmtl.nets.architectures import build_architecture
 from repmtl.regularizers.base import Regularizer
 from repmtl.tasks import Task
 from repmtl.train import checkpoint as ckpt
@@ -32,7 +32,8 @@ class Run:
     options: BuildOptions
     tasks: list[Task]
     splits: Splits
-    model: MultiTaskModel
+    #: a MultiTaskModel (hps) or a repmtl.nets.architectures.MultiTaskArchitecture
+    model: torch.nn.Module
     method: M.Method
     regularizers: list[Regularizer]
     shared: list[torch.nn.Parameter]
@@ -55,7 +56,12 @@ def build_run(config: TrainConfig) -> Run:
 
     ckpt.seed_everything(config.seed)
     splits = bench.splits(options)
-    model = bench.model(options, tasks).to(device)
+    model = bench.model(options, tasks)
+    if not config.single_task:  # single-task baselines stay hard-sharing nets with one head
+        model = build_architecture(
+            config.architecture, model, reinit=options.pretrained is None, **config.architecture_args
+        )
+    model = model.to(device)
     if config.single_task:
         method = M.create("ew", tasks=names).to(device)
         regularizers: list[Regularizer] = []

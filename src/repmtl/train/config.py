@@ -40,6 +40,9 @@ class TrainConfig:
     data_root: str | None = None
     encoder: str | None = None
     pretrained: str | None = None
+    #: the multi-task architecture built around the benchmark's network (``docs/architectures.md``)
+    architecture: str = "hps"
+    architecture_args: dict[str, Any] = field(default_factory=dict)
     #: benchmark-specific options (``--option KEY=VALUE``), e.g. Cityscapes ``classes=19``
     options: dict[str, Any] = field(default_factory=dict)
     diagnostics_every: int | None = None

@@ -20,6 +20,7 @@ from repmtl import regularizers as R
 from repmtl.benchmarks import Benchmark, BuildOptions
 from repmtl.data import get_benchmark
 from repmtl.hparams import validate
+from repmtl.nets.architectures import check_architecture
 from repmtl.train.config import TrainConfig
 from repmtl.train.presets import resolve_presets
 from repmtl.train.runfolder import check_run_name, default_run_name
@@ -43,6 +44,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     _check_numbers(config)
     _check_network(config, bench)
     bench.check_options(config.options)
+    architecture_args = _check_architecture(config, bench)
     task_names = [t.name for t in bench.tasks(build_options(config))]
     if config.single_task is not None and config.single_task not in task_names:
         raise KeyError(f"unknown task {config.single_task!r} for {bench.name}; tasks: {task_names}")
@@ -67,7 +69,20 @@ def resolve(config: TrainConfig) -> TrainConfig:
         loss_transform=config.loss_transform or method.loss_transform.transform,
         encoder=config.encoder or (bench.encoders[0] if bench.encoders else None),
         method_args=validate(f"method {method.name!r}", type(method), config.method_args),
+        architecture_args=architecture_args,
     )
+
+
+def _check_architecture(config: TrainConfig, bench: Benchmark) -> dict[str, object]:
+    """The architecture's arguments, checked (the encoder itself is checked when it is built)."""
+    if bench.multi_input and config.architecture != "hps":
+        raise ValueError(
+            f"architecture {config.architecture!r} needs one batch shared by every task; benchmark "
+            f"{bench.name!r} is multi-input (one batch per task): use --architecture hps"
+        )
+    given = dict(config.architecture_args)
+    resolved = check_architecture(config.architecture, given)
+    return {k: v for k, v in resolved.items() if k in given}
 
 
 def _check_numbers(config: TrainConfig) -> None:

@@ -56,14 +56,16 @@ def name_part(value: object) -> str:
 
 
 def default_run_name(config: TrainConfig) -> str:
-    """``stl-<task>-seed<s>``, or ``<method>[+<regularizer>][-<lev>][-<arg>=<value>…]-seed<s>`` with
+    """``stl-<task>-seed<s>``, or ``[<architecture>-]<method>[+<regularizer>][-<lev>][-<arg>=<value>…]-seed<s>``
+    (the architecture when it is not ``hps``, then its arguments) with
     every method and regularizer argument that differs from its default (method presets such as
     ``repmtl`` expanded first, so a config is named the same before and after it is resolved)."""
     config = resolve_presets(config)
     if config.single_task:
         return check_run_name(f"stl-{config.single_task}-seed{config.seed}")
     head = config.method + (f"+{config.regularizer}" if config.regularizer else "")
-    parts = [head]
+    parts = [head] if config.architecture == "hps" else [config.architecture, head]
+    parts += [f"{k}={name_part(v)}" for k, v in sorted(config.architecture_args.items())]
     if config.level:
         parts.append(config.level[:3])
     parts += _changed(M.lookup(config.method), config.method_args, f"method {config.method!r}")
