@@ -152,7 +152,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
             element = next(problem.model.shared_parameters()).element_size()
             groups.append({
                 "workload": workload,
-                "description": WORKLOADS[workload].description,
+                "description": f"{WORKLOADS[workload].description}; input {tuple(problem.inputs.shape)}",
                 "tasks": num_tasks,
                 "shared_parameters": d,
                 "jacobian_bytes": num_tasks * d * element,

@@ -124,9 +124,9 @@ WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
         Workload("mlp", "MLP 256→640→640→640 (≈1.0 M shared parameters), linear heads, batch 64", _mlp),
-        Workload("cnn", "synthscenes CPU CNN (small_dense), 3×48×64, per-pixel regression heads, batch 8", _cnn),
-        Workload("resnet18", "dilated ResNet-18 (stride 8) at 64×64, small dense heads, batch 4", _resnet18),
-        Workload("nyuv2", "nyuv2 preset (DeepLab ResNet-50, ASPP heads, 3 tasks) at 72×96, batch 2", _nyuv2, 3),
+        Workload("cnn", "synthscenes CPU CNN (small_dense), per-pixel regression heads, batch 8", _cnn),
+        Workload("resnet18", "dilated ResNet-18 (stride 8), small dense heads", _resnet18),
+        Workload("nyuv2", "nyuv2 preset (DeepLab ResNet-50, ASPP heads, 3 tasks)", _nyuv2, 3),
     )
 }
 
