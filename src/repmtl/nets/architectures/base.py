@@ -24,30 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repmtl.model import ModelOutput
+from repmtl.model import ModelOutput, MultiTaskModel
 from repmtl.nets.resnet import ResNetEncoder
 
 
-class MultiTaskArchitecture(nn.Module):
-    """Base class: ``encoder`` (shared), ``task_specific`` (below ``Z_t``), ``heads`` (above)."""
+class MultiTaskArchitecture(MultiTaskModel):
+    """Base class: ``encoder`` (shared), ``task_specific`` (below ``Z_t``), ``heads`` (above);
+    ``task_names`` and ``shared_parameters`` are those of :class:`MultiTaskModel`."""
 
     #: the ``--architecture`` name
     name: str = ""
 
     def __init__(self, encoder: nn.Module, task_specific: Mapping[str, nn.Module], heads: Mapping[str, nn.Module]) -> None:
-        super().__init__()
-        if not heads:
-            raise ValueError(f"{type(self).__name__} needs at least one head")
-        self.encoder = encoder
+        super().__init__(encoder, heads)
         self.task_specific = nn.ModuleDict(dict(task_specific))
-        self.heads = nn.ModuleDict(dict(heads))
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        return tuple(self.heads.keys())
-
-    def shared_parameters(self) -> Iterator[nn.Parameter]:
-        return (p for p in self.encoder.parameters() if p.requires_grad)
 
     def task_parameters(self, task: str | None = None) -> Iterator[nn.Parameter]:
         tasks = self.task_names if task is None else (task,)
