@@ -121,3 +121,21 @@ def worker(rank: int, world: int, init_file: str, cases: dict[str, Case], out: s
     finally:
         dist.destroy_process_group()
     torch.save(results, Path(out) / f"rank{rank}.pt")
+
+
+def trainer_worker(rank: int, world: int, port: int, configs: dict[str, Any], out: str) -> None:
+    """One rank of ``repmtl train`` as ``torchrun`` starts it (the environment names the rank)."""
+    from repmtl.train.config import TrainConfig
+    from repmtl.train.trainer import Trainer
+    from tests import _tiny  # noqa: F401  (registers the tiny benchmarks in the child)
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    finals = {}
+    for name, config in configs.items():
+        trainer = Trainer(TrainConfig(**config))
+        result = trainer.fit()
+        finals[name] = {"model": trainer.model.state_dict(), "test": result.test}
+    torch.save(finals, Path(out) / f"trainer-rank{rank}.pt")
+    dist.destroy_process_group()

@@ -39,10 +39,18 @@ CASES = {
 }
 
 
+#: the default suite's share (one of each kind); ``-m slow`` runs every case
+FAST = ["ew", "rlw", "upgrad", "gradvac", "mgda-rep", "graddrop-uneven", "repmtl"]
+PARAMS = [name if name in FAST else pytest.param(name, marks=pytest.mark.slow) for name in CASES]
+
+
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
+def ranks(tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("dist")
-    mp.spawn(worker, args=(2, str(folder / "init"), CASES, str(folder)), nprocs=2, join=True)
+    selected = {item.callspec.params["name"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec")}
+    cases = {n: c for n, c in CASES.items() if n in selected}  # spawn only what this session tests
+    mp.spawn(worker, args=(2, str(folder / "init"), cases, str(folder)), nprocs=2, join=True)
     return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
@@ -51,14 +59,14 @@ def _tensors(result):
     return result["params"], state
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", PARAMS)
 def test_ranks_agree_bit_for_bit(ranks, name):
     (p0, s0), (p1, s1) = _tensors(ranks[0][name]), _tensors(ranks[1][name])
     assert all(torch.equal(a, b) for a, b in zip(p0, p1, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(s0, s1, strict=True))
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", PARAMS)
 def test_matches_one_process_on_the_global_batch(ranks, name):
     case = CASES[name]
     reference = train(case, reference_shards=2 if case.regularizer else 1)
