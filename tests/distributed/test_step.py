@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 
 from tests.distributed._workers import Case, train, worker
 
-TOL = dict(rtol=1e-5, atol=1e-6)
+TOL = {"rtol": 1e-5, "atol": 1e-6}
 
 CASES = {
     "ew": Case("ew"),

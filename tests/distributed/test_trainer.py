@@ -21,7 +21,8 @@ METHODS = ["ew", "upgrad", "rlw", "graddrop", "repmtl"]
 
 
 def _config(out, method, name):
-    return dict(benchmark="tiny", method=method, out=str(out), name=name, epochs=2, log_every=1, progress=False)
+    return {"benchmark": "tiny", "method": method, "out": str(out), "name": name, "epochs": 2, "log_every": 1,
+            "progress": False}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from repmtl.train.config import TrainConfig
 from repmtl.train.trainer import train
 from tests import _tiny  # noqa: F401
 
-CONFIG = dict(benchmark="tiny", method="famo", epochs=4, log_every=1, progress=False, name="run")
+CONFIG = {"benchmark": "tiny", "method": "famo", "epochs": 4, "log_every": 1, "progress": False, "name": "run"}
 
 
 def _dying_save(kill_at: int):

@@ -24,7 +24,13 @@ from repmtl.train.config import TrainConfig
 from repmtl.train.console import epoch_progress, print_epoch
 from repmtl.train.data import MultiInputEpoch, eval_loader, to_device, train_loader
 from repmtl.train.distributed import SilentLogger, ranks_from_env
-from repmtl.train.faults import BadSteps, SkippedStep, StateGuard, describe, nonfinite_gradients
+from repmtl.train.faults import (
+    BadSteps,
+    SkippedStep,
+    StateGuard,
+    describe,
+    nonfinite_gradients,
+)
 from repmtl.train.interrupt import StopFlag, TrainingInterrupted, stop_on_signals
 from repmtl.train.persistence import (
     RunResult,
