@@ -65,6 +65,21 @@ class Ranks:
         packed /= self.world_size
         return {k: packed[i] for i, k in enumerate(values)}
 
+    @torch.no_grad()
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """Replace the floating-point buffers (BatchNorm running statistics, which each rank
+        moved with its own shard) by the ranks' mean, so every rank holds the same model."""
+        buffers = [b for b in module.buffers() if b.is_floating_point()]
+        if not self.distributed or not buffers:
+            return
+        flat = torch.cat([b.reshape(-1) for b in buffers])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        start = 0
+        for buffer in buffers:
+            buffer.copy_(flat[start : start + buffer.numel()].view_as(buffer))
+            start += buffer.numel()
+
     @contextmanager
     def own_randomness(self, seed: int, epoch: int, step: int, devices: Iterable[torch.device]) -> Iterator[None]:
         """Draws inside (data augmentation, dropout) come from a generator of this rank and step,

@@ -118,8 +118,9 @@ class Trainer:
         improved = self.selection.consider(number, score)
         if improved and self.ranks.is_writer:
             save_best(self.run_dir, self.run, number, val)
+        skipped = train_stats.pop("skipped")
         row = {**train_stats, **K.val_metrics(val), K.SELECTION_SCORE.key(): score, K.LR.key(): self.optimizers.lr,
-               K.SKIPPED_STEPS.key(): train_stats.pop("skipped")}
+               K.SKIPPED_STEPS.key(): skipped}
         if self.config.diagnostics_every:
             row.update(layer_alphas(self.model))
         logger.log_epoch(number, self.step, row)
@@ -234,6 +235,7 @@ class Trainer:
             self._guard.restore()
             return SkippedStep(("gradient",))
         self.optimizers.step()
+        self.ranks.average_buffers(self.model)
         return record
 
     def _named_parameters(self) -> list[tuple[str, torch.Tensor]]:
