@@ -86,7 +86,7 @@ def test_every_key_a_run_writes_is_in_the_schema(tmp_path, method):
                 seen.add(parsed.family.pattern)
     expected = {K.STEP, K.EPOCH, K.LR, K.LOSS, K.PENALTY, K.PENALTY_SCALE, K.INFO, K.DIAG_LEVEL, K.DIAG_GDS, K.DIAG_GMS,
                 K.DIAG_COND, K.DIAG_FD, K.DIAG_NORM, K.TRAIN_LOSS, K.TRAIN_PENALTY, K.VAL_METRIC,
-                K.SELECTION_SCORE, K.EPOCH_TIME}
+                K.SELECTION_SCORE, K.EPOCH_TIME, K.SKIPPED_STEPS}
     if method != "gradvac":  # a direction method returns no weights
         expected |= {K.WEIGHT, K.DIAG_COS}
     assert {f.pattern for f in expected} <= seen  # the run exercised the families it should

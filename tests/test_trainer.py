@@ -113,7 +113,7 @@ def test_bad_configuration_errors(tmp_path, overrides, error, match):
 
 
 def test_non_finite_gradient_stops_before_the_weights_change(tmp_path):
-    trainer = Trainer(_config(tmp_path, epochs=1, name="nan"))
+    trainer = Trainer(_config(tmp_path, epochs=1, name="nan", max_bad_steps=1))  # stop at the first
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     hook = trainer.model.encoder[0].weight.register_hook(lambda g: g * float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite gradient"):

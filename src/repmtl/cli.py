@@ -102,12 +102,16 @@ def train(
     log_every: Annotated[int, typer.Option(help="Log every N steps.")] = 10,
     num_workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 (autocast forward; Gramians, solvers and penalties in fp32).")] = "fp32",
+    max_bad_steps: Annotated[int, typer.Option(help="Stop after this many consecutive steps skipped for a non-finite loss or gradient.")] = 5,
 ) -> None:
-    """Train a multi-task run (and its single-task baselines) and print the test table."""
+    """Train a multi-task run (and its single-task baselines) and print the test table.
+    Under ``torchrun`` every process trains its share of each batch (docs/distributed.md)."""
     from repmtl import methods, regularizers
     from repmtl.hparams import HyperparameterError
     from repmtl.train.config import TrainConfig
     from repmtl.train.experiment import results_table, run_experiment
+    from repmtl.train.faults import TrainingDiverged
     from repmtl.train.interrupt import TrainingInterrupted
     from repmtl.train.presets import PRESETS
 
@@ -140,20 +144,28 @@ def train(
         diagnostics_every=diagnostics_every,
         diagnostics_level=diagnostics_level,
         log_every=log_every, num_workers=num_workers, progress=progress,
+        precision=precision, max_bad_steps=max_bad_steps,
     )
+    from repmtl.train.distributed import is_writer
+
+    console = err if is_writer() else Console(stderr=True, quiet=True)  # torchrun: rank 0 speaks
     try:
-        result = run_experiment(config, resume=resume, overwrite=overwrite, baselines=baseline, console=err)
+        result = run_experiment(config, resume=resume, overwrite=overwrite, baselines=baseline, console=console)
     except TrainingInterrupted as stop:
         command = shlex.join(["repmtl", *[a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")], "--resume"])
         err.print(f"[yellow]{escape(str(stop))}.[/] Resume exactly where it stopped with:\n  {escape(command)}")
         raise typer.Exit(stop.exit_code) from None
+    except TrainingDiverged as diverged:
+        err.print(f"[red]{escape(str(diverged))}[/]")
+        raise typer.Exit(diverged.exit_code) from None
     except (KeyError, ValueError, FileExistsError, FileNotFoundError, HyperparameterError) as exc:
         raise _fail(str(exc.args[0] if exc.args else exc)) from None
     except OSError as exc:  # read-only folder, full disk, ...
         where = f" {exc.filename}" if exc.filename else ""
         raise _fail(f"cannot write{where}: {exc.strerror or exc}; free space or choose another --out") from None
-    out.print(results_table(result))
-    out.print(f"run folder: {result.run.run_dir}")
+    if is_writer():
+        out.print(results_table(result))
+        out.print(f"run folder: {result.run.run_dir}")
 
 
 @app.command("methods")

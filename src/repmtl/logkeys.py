@@ -40,6 +40,8 @@ __all__ = [
     "PENALTY",
     "PENALTY_SCALE",
     "SELECTION_SCORE",
+    "SKIPPED",
+    "SKIPPED_STEPS",
     "STEP",
     "TRAIN_LOSS",
     "TRAIN_PENALTY",
@@ -129,6 +131,8 @@ DIAG_FD_ATTENTION = KeyFamily("diag/fd_attention", ("steps",), "feature disentan
                               "(top-down; models with attention-augmented heads only)")
 DIAG_NORM = KeyFamily("diag/norm/{task}", ("steps",), "norm ‖g_t‖ of the task's gradient")
 DIAG_COS = KeyFamily("diag/cos/{task}", ("steps",), "cosine of the task's gradient to the applied update")
+SKIPPED = KeyFamily("skipped/{cause}", ("steps",), "1 on a step skipped for a non-finite value (always logged): "
+                    "cause is a task whose loss was not finite, or 'gradient'")
 
 # ---- epochs.jsonl: once per epoch ------------------------------------------------------------
 TRAIN_LOSS = KeyFamily("train/loss/{task}", ("epochs",), "mean training loss of the task over the epoch")
@@ -136,6 +140,7 @@ TRAIN_PENALTY = KeyFamily("train/penalty/{name}", ("epochs",), "mean penalty of 
 VAL_METRIC = KeyFamily("val/{task}/{metric}", ("epochs",), "a validation metric of the task")
 SELECTION_SCORE = KeyFamily("selection_score", ("epochs",), "the score best.pt is selected by (larger is better)")
 EPOCH_TIME = KeyFamily("time/epoch_s", ("epochs",), "wall-clock seconds of the epoch's training steps")
+SKIPPED_STEPS = KeyFamily("skipped_steps", ("epochs",), "steps of the epoch skipped for a non-finite loss or gradient")
 ALPHA_ENCODER = KeyFamily("alpha/encoder/{layer}", ("epochs",), "power-law α of an encoder layer")
 ALPHA_HEAD = KeyFamily("alpha/head/{task}/{layer}", ("epochs",), "power-law α of a layer of the task's head")
 ALPHA_ENCODER_MEAN = KeyFamily("alpha/encoder_mean", ("epochs",), "mean α over the fitted encoder layers")
@@ -145,8 +150,8 @@ ALPHA_HEAD_MEAN = KeyFamily("alpha/head_mean/{task}", ("epochs",), "mean α over
 FAMILIES: tuple[KeyFamily, ...] = (
     STEP, EPOCH, LR,
     LOSS, WEIGHT, PENALTY, PENALTY_SCALE, INFO,
-    DIAG_LEVEL, DIAG_GDS, DIAG_GMS, DIAG_COND, DIAG_FD, DIAG_FD_ATTENTION, DIAG_NORM, DIAG_COS,
-    TRAIN_LOSS, TRAIN_PENALTY, VAL_METRIC, SELECTION_SCORE, EPOCH_TIME,
+    DIAG_LEVEL, DIAG_GDS, DIAG_GMS, DIAG_COND, DIAG_FD, DIAG_FD_ATTENTION, DIAG_NORM, DIAG_COS, SKIPPED,
+    TRAIN_LOSS, TRAIN_PENALTY, VAL_METRIC, SELECTION_SCORE, EPOCH_TIME, SKIPPED_STEPS,
     ALPHA_ENCODER, ALPHA_HEAD, ALPHA_ENCODER_MEAN, ALPHA_HEAD_MEAN,
 )
 

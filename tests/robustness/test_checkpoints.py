@@ -35,6 +35,11 @@ def _finished_run(tmp_path, **extra):
     return tmp_path / "tiny" / "run"
 
 
+def _without_previous(run):
+    """The error path: no older checkpoint to fall back on (tests/robustness/test_crash_resume.py has the fallback)."""
+    (run / "checkpoints" / "last.prev.pt").unlink()
+
+
 def _cli_resume(tmp_path) -> list[str]:
     return ["train", "--benchmark", "tiny", "--out", str(tmp_path), "--name", "run", "--no-progress",
             "--no-baseline", "--resume"]
@@ -42,6 +47,7 @@ def _cli_resume(tmp_path) -> list[str]:
 
 def test_crafted_checkpoint_does_not_run_code(tmp_path):
     run = _finished_run(tmp_path)
+    _without_previous(run)
     marker = tmp_path / "pwned"
     with (run / "checkpoints" / "last.pt").open("wb") as handle:
         pickle.dump({"model": _Payload(str(marker))}, handle)
@@ -63,6 +69,7 @@ def test_crafted_torch_save_checkpoint_does_not_run_code(tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "random", "empty"])
 def test_damaged_checkpoint_gets_one_clear_line(tmp_path, damage):
     run = _finished_run(tmp_path)
+    _without_previous(run)
     last = run / "checkpoints" / "last.pt"
     data = last.read_bytes()
     last.write_bytes({"truncate": data[: len(data) // 2], "random": os.urandom(4096), "empty": b""}[damage])

@@ -90,13 +90,21 @@ def _transform(raw: torch.Tensor, transform: str, eps: float) -> torch.Tensor:
     raise ValueError(f"unknown loss_transform {transform!r}; choose 'none' or 'log'")
 
 
+class NonFiniteLoss(FloatingPointError):
+    """A task loss (or its transformed term) is not finite; ``tasks`` names them."""
+
+    def __init__(self, message: str, tasks: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.tasks = tasks
+
+
 def _check_finite(names: tuple[str, ...], raw: torch.Tensor, task_losses: torch.Tensor, transform: str) -> None:
     finite = torch.isfinite(task_losses)
     if bool(finite.all()):  # the one host sync of a step
         return
     bad = {names[i]: raw[i].item() for i in range(len(names)) if not bool(finite[i])}
     hint = " (the log transform needs losses > 0)" if transform == "log" else ""
-    raise FloatingPointError(f"non-finite loss for task(s) {bad}{hint}")
+    raise NonFiniteLoss(f"non-finite loss for task(s) {bad}{hint}", tuple(bad))
 
 
 def solver_dtype(tensor: torch.Tensor) -> torch.dtype:

@@ -39,6 +39,7 @@ from repmtl.methods.base import (
 from repmtl.regularizers.base import Penalty, Regularizer
 from repmtl.step import inputs as I
 from repmtl.step.record import BackwardRecord
+from repmtl.step.reduce import Reducer
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Step:
     keep_saliency: bool
     vectorize: bool | None
     measure_penalties: bool = False
+    #: the cross-rank reductions of a distributed step (``None``: one process)
+    reduce: Reducer | None = None
 
     @property
     def at_representation(self) -> bool:
@@ -100,6 +103,7 @@ def backward(
     keep_saliency: bool = False,
     vectorize: bool | None = None,
     measure_penalties: bool = False,
+    reduce: Reducer | None = None,
 ) -> BackwardRecord:
     """Accumulate the multi-task gradients of one step into ``.grad``.
 
@@ -125,14 +129,19 @@ def backward(
         measure_penalties: record each penalty's applied gradient norm relative to the task
             gradient's, at the encoder and at the heads (``record.penalty_scale``; one backward
             through the heads per penalty instead of one for all).
+        reduce: under ``torch.distributed``, a :class:`repmtl.step.reduce.Reducer` for this
+            rank's batch: the method sees the global batch's losses and Jacobian (or Gramian);
+            call ``reduce.gradients(params)`` afterwards (``docs/distributed.md``).
     """
     names = I.task_names(losses)
+    if reduce is not None:
+        losses = reduce.global_losses(losses, second_order=any(r.needs_saliency for r in regularizers))
     method = I.resolve_method(method, names)
     level = method.resolve_level(level)
     terms = I.loss_terms(losses, method, loss_transform, eps, check_finite)
     given = I.inputs(representation, shared_params, names, terms.terms)
     I.check_needs_representation(method, level, regularizers, given)
-    step = Step(method, level, terms, given, regularizers, keep_saliency, vectorize, measure_penalties)
+    step = Step(method, level, terms, given, regularizers, keep_saliency, vectorize, measure_penalties, reduce)
 
     grads = task_gradients(step)
     result = run_method(step, grads)
@@ -215,14 +224,20 @@ def saliencies(step: Step, *, create_graph: bool) -> torch.Tensor | list[torch.T
 
 
 def run_method(step: Step, grads: TaskGradients) -> Result:
-    method, losses = step.method, step.terms.for_method
+    method, losses, reduce = step.method, step.terms.for_method, step.reduce
+    if reduce is not None and isinstance(grads.jacobian, G.TaskJacobian):
+        grads.jacobian = reduce.jacobian(grads.jacobian)  # the global batch's J, on every rank
     if isinstance(method, Aggregator):
         jac = grads.jacobian.matrix() if isinstance(grads.jacobian, G.TaskJacobian) else grads.jacobian
+        z = step.given.reps[0].detach() if step.at_representation else None
+        gathered = reduce is not None and step.at_representation
+        if gathered:
+            jac, z = reduce.gather_representation(jac, z)
         context = JacobianContext(
             losses=losses,
             level=step.level,
             segments=None if step.at_representation else grads.segments,
-            representation=step.given.reps[0].detach() if step.at_representation else None,
+            representation=z,
         )
         direction = method.aggregate(jac, context)
         if direction.shape != jac.shape[1:]:
@@ -230,10 +245,12 @@ def run_method(step: Step, grads: TaskGradients) -> Result:
                 f"method {method.name!r} returned a direction of shape {tuple(direction.shape)}, "
                 f"expected {tuple(jac.shape[1:])}"
             )
-        return Result(direction=direction)
+        return Result(direction=reduce.local_direction(direction) if gathered else direction)
     if isinstance(method, GramianWeighting):
         jac = grads.jacobian
         gram = jac.gramian() if isinstance(jac, G.TaskJacobian) else G.gramian(jac)
+        if reduce is not None and step.at_representation:
+            gram = reduce.representation_gramian(gram)
         result = Result(weights=TaskWeights.of(method.weights(gram, losses)), gramian=gram)
     else:
         result = Result(weights=TaskWeights.of(method.weights(losses)))

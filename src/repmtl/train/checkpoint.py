@@ -3,7 +3,10 @@
 Checkpoints hold only tensors and plain containers (numbers, strings, lists, dicts), so they
 load with ``torch.load(weights_only=True)``: opening one never runs code. Writes go to a
 temporary file that is renamed over the target, so a crash leaves the old or the new file,
-never a torn one; temporaries left by a killed writer are removed on the next start.
+never a torn one; temporaries left by a killed writer are removed on the next start. The file
+and then its folder are fsync'ed, so the rename itself survives a power loss. With
+``keep_previous`` the replaced file stays as ``<name>.prev.pt`` (a hard link, no copy), and
+:func:`load_newest` falls back on it when the newest file cannot be read.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -24,8 +28,15 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or written (the message names the file and what to do)."""
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+def previous(path: Path) -> Path:
+    """Where :func:`save_atomic` keeps the version it replaced: ``last.pt`` -> ``last.prev.pt``."""
+    return Path(path).with_suffix(".prev" + Path(path).suffix)
+
+
+def save_atomic(obj: Any, path: Path, keep_previous: bool = False) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``
+    (first keeping the old ``path`` as :func:`previous` when ``keep_previous``). At every moment
+    ``path`` is a complete checkpoint (old or new) once it has been written once."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +48,10 @@ def save_atomic(obj: Any, path: Path) -> None:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if keep_previous and path.exists():
+            _keep(path, previous(path))
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
         Path(tmp).unlink(missing_ok=True)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
@@ -48,6 +62,47 @@ def save_atomic(obj: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _keep(path: Path, kept: Path) -> None:
+    """``kept`` becomes the current ``path`` (a hard link where the file system has them)."""
+    link = kept.with_name(f".{kept.name}.link.tmp")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(path, link)
+    except OSError:
+        shutil.copyfile(path, link)
+    os.replace(link, kept)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def load_newest(path: Path, device: torch.device | str = "cpu") -> tuple[dict[str, Any], Path, CheckpointError | None]:
+    """``path``'s checkpoint, else its :func:`previous` one when ``path`` cannot be read (torn
+    by a crash of the machine, truncated by a copy). Returns the state, the file it came from
+    and the error that made it fall back (``None`` when ``path`` was good)."""
+    try:
+        return load(path, device), Path(path), None
+    except CheckpointError as newest:
+        older = previous(path)
+        if not older.is_file():
+            raise
+        try:
+            return load(older, device), older, newest
+        except CheckpointError:
+            raise newest from None
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

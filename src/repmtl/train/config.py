@@ -51,6 +51,10 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     progress: bool = True
+    #: "fp32", or "bf16": the forward and losses under autocast (Gramians, solvers, penalties fp32)
+    precision: str = "fp32"
+    #: consecutive non-finite steps (each skipped) after which the run stops (1: at the first)
+    max_bad_steps: int = 5
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,5 +79,7 @@ class TrainConfig:
         """A short hash of what makes two runs' training budgets comparable (for STL caching)."""
         keys = ("benchmark", "seed", "epochs", "max_steps", "batch_size", "lr", "weight_decay",
                 "data_root", "encoder", "pretrained", "options")
+        if self.precision != "fp32":  # fp32 budgets keep the keys they had before precision existed
+            keys += ("precision",)
         blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]

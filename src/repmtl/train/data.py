@@ -10,9 +10,30 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 Batch = tuple[Any, dict[str, torch.Tensor]]
+
+#: ``(rank, world size)``: which share of every global batch a process loads
+Shard = tuple[int, int]
+
+
+class ShardedBatches(Sampler[list[int]]):
+    """Rank ``r``'s contiguous chunk of every global batch of ``batches`` (sizes differ by at
+    most one), so ``R`` ranks together see exactly the batches, in the order, of one process."""
+
+    def __init__(self, batches: BatchSampler, shard: Shard) -> None:
+        self.batches, (self.rank, self.world) = batches, shard
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            if len(batch) < self.world:
+                raise ValueError(f"a global batch of {len(batch)} samples cannot be shared by {self.world} ranks; "
+                                 "raise --batch-size (it is the global batch) or use fewer processes")
+            yield torch.tensor_split(torch.tensor(batch), self.world)[self.rank].tolist()
 
 
 def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
@@ -21,14 +42,17 @@ def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
     return generator
 
 
-def train_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, num_workers: int, salt: int = 0) -> DataLoader:
+def train_loader(
+    dataset: Dataset, batch_size: int, seed: int, epoch: int, num_workers: int, salt: int = 0, shard: Shard = (0, 1)
+) -> DataLoader:
+    """The epoch's shuffled batches of ``batch_size`` (the global batch); with ``shard``, this
+    rank's part of each (:class:`ShardedBatches`), in the same order on every rank."""
     generator = epoch_generator(seed, epoch, salt)
+    batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last=len(dataset) > batch_size)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=RandomSampler(dataset, generator=generator),
+        batch_sampler=batches if shard[1] == 1 else ShardedBatches(batches, shard),
         num_workers=num_workers,
-        drop_last=len(dataset) > batch_size,
         generator=generator,
     )
 
@@ -42,12 +66,14 @@ class MultiInputEpoch:
     ``({task: x_t}, {task: y_t})``; shorter tasks restart (with a fresh order) when exhausted."""
 
     def __init__(
-        self, datasets: Mapping[str, Dataset], batch_size: int, seed: int, epoch: int, num_workers: int
+        self, datasets: Mapping[str, Dataset], batch_size: int, seed: int, epoch: int, num_workers: int,
+        shard: Shard = (0, 1),
     ) -> None:
         self.datasets = dict(datasets)
         self.batch_size, self.seed, self.epoch, self.num_workers = batch_size, seed, epoch, num_workers
+        self.shard = shard
         self.loaders = {
-            t: train_loader(ds, batch_size, seed, epoch, num_workers, salt=1000 * i)
+            t: train_loader(ds, batch_size, seed, epoch, num_workers, salt=1000 * i, shard=shard)
             for i, (t, ds) in enumerate(self.datasets.items())
         }
 
@@ -66,7 +92,7 @@ class MultiInputEpoch:
                     restarts[task] += 1
                     loader = train_loader(
                         self.datasets[task], self.batch_size, self.seed, self.epoch, self.num_workers,
-                        salt=1000 * i + restarts[task],
+                        salt=1000 * i + restarts[task], shard=self.shard,
                     )
                     iterators[task] = iter(loader)
                     x, y = next(iterators[task])

@@ -20,6 +20,7 @@ from rich.table import Table
 from repmtl.data import get_benchmark
 from repmtl.metrics.improvement import Improvement, delta_p_or_reason
 from repmtl.train.config import TrainConfig
+from repmtl.train.distributed import is_writer
 from repmtl.train.persistence import RunResult
 from repmtl.train.resolve import build_options, resolve
 from repmtl.train.runfolder import State, check_writable, folder_state, plan_start
@@ -91,7 +92,8 @@ def run_experiment(
         if reason:
             console.print(f"[yellow]warning:[/] {reason}: Δp is n/a for {run.run_dir}")
     result = ExperimentResult(run, stl, improvement)
-    write_json_atomic(run.run_dir / "results.json", {**run.to_dict(), **_comparison(result)})
+    if is_writer():  # under torchrun, rank 0 writes the run folder
+        write_json_atomic(run.run_dir / "results.json", {**run.to_dict(), **_comparison(result)})
     return result
 
 

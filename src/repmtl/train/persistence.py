@@ -22,7 +22,7 @@ from repmtl.train.runlog import environment, write_json_atomic
 from repmtl.train.selection import Scores, Selection
 
 #: config fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"epochs", "device", "progress", "num_workers", "log_every", "out"}
+RESUMABLE_CHANGES = {"epochs", "device", "progress", "num_workers", "log_every", "out", "max_bad_steps"}
 
 
 @dataclass
@@ -89,15 +89,19 @@ def save_last(run_dir: Path, run: Run, config: TrainConfig, progress: dict[str, 
         **selection.state_dict(),
         "rng": ckpt.rng_state(),
     }
-    ckpt.save_atomic(state, run_dir / "checkpoints" / "last.pt")
+    ckpt.save_atomic(state, run_dir / "checkpoints" / "last.pt", keep_previous=True)
 
 
 def restore_last(run_dir: Path, run: Run, config: TrainConfig, selection: Selection, device: torch.device) -> dict[str, Any]:
     """Load ``last.pt`` into ``run`` and ``selection``; refuse a config that changed beyond
-    :data:`RESUMABLE_CHANGES`. Returns the saved state (progress and RNG states)."""
-    state = ckpt.load(run_dir / "checkpoints" / "last.pt", device)
+    :data:`RESUMABLE_CHANGES`. Returns the saved state (progress and RNG states); when
+    ``last.pt`` could not be read and ``last.prev.pt`` was used, ``state["fallback"]`` says why."""
+    state, _, failed = ckpt.load_newest(run_dir / "checkpoints" / "last.pt", device)
+    if failed is not None:
+        state["fallback"] = f"{failed}; resumed from {ckpt.previous(run_dir / 'checkpoints' / 'last.pt')} instead"
     saved, current = state["config"], config.to_dict()
-    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    defaults = TrainConfig().to_dict()  # a field added after the checkpoint was written: its default
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k])
     if changed:
         raise ValueError(
             f"cannot resume {run_dir}: the configuration differs in {changed} "

@@ -105,6 +105,9 @@ def _check_numbers(config: TrainConfig) -> None:
          "weight_decay", "a finite number ≥ 0", config.weight_decay)
     need(is_int(config.log_every) and config.log_every >= 1, "log_every", "an integer ≥ 1", config.log_every)
     need(is_int(config.num_workers) and config.num_workers >= 0, "num_workers", "an integer ≥ 0", config.num_workers)
+    need(config.precision in ("fp32", "bf16"), "precision", "fp32 or bf16", config.precision)
+    need(is_int(config.max_bad_steps) and config.max_bad_steps >= 1, "max_bad_steps", "an integer ≥ 1",
+         config.max_bad_steps)
     need(config.diagnostics_level in ("auto", "representation"), "diagnostics level", "auto or representation",
          config.diagnostics_level)
     try:

@@ -116,6 +116,10 @@ def plan_start(run_dir: Path, *, resume: bool, overwrite: bool) -> Plan:
     if resume:
         if state in (State.PARTIAL, State.FINISHED):
             return Plan("resume")
+        if state is State.ORPHAN and not (run_dir / "results.json").exists():
+            # best.pt is written just before the first last.pt: a crash between the two
+            return Plan("fresh", f"{run_dir} holds best.pt but no last.pt (stopped while writing its first "
+                                 "checkpoints); starting again")
         if state is State.ORPHAN:
             raise RunFolderConflict(
                 f"{run_dir} holds a run's results but no checkpoints/last.pt to resume from; nothing was "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -17,11 +18,20 @@ from repmtl import logkeys as K
 from repmtl.diagnostics import layer_alphas, step_diagnostics
 from repmtl.nets.attention import attention_maps
 from repmtl.step import BackwardRecord, backward
+from repmtl.step.inputs import NonFiniteLoss
 from repmtl.train import checkpoint as ckpt
 from repmtl.train.build import build_run
 from repmtl.train.config import TrainConfig
 from repmtl.train.console import epoch_progress, print_epoch
 from repmtl.train.data import MultiInputEpoch, eval_loader, to_device, train_loader
+from repmtl.train.distributed import SilentLogger, ranks_from_env
+from repmtl.train.faults import (
+    BadSteps,
+    SkippedStep,
+    StateGuard,
+    describe,
+    nonfinite_gradients,
+)
 from repmtl.train.interrupt import StopFlag, TrainingInterrupted, stop_on_signals
 from repmtl.train.persistence import (
     RunResult,
@@ -49,10 +59,15 @@ class Trainer:
     def __init__(self, config: TrainConfig, baseline_val: Scores | None = None, console: Console | None = None) -> None:
         config = resolve(config)
         self.config = config
-        self.console = console or Console(stderr=True)
+        #: this process among the run's processes (``torchrun``); rank 0 writes the run folder
+        self.ranks = ranks_from_env(device=config.device)
+        writer = self.ranks.is_writer
+        self.console = console if (console is not None and writer) else Console(stderr=True, quiet=not writer)
         self.device = torch.device(config.device)
         self.run_dir = config.run_dir()
         self.run = build_run(config)
+        self._guard = StateGuard(self.run)
+        self._bad = BadSteps(config.max_bad_steps, self.run_dir)
         self.benchmark, self.tasks, self.task_names = self.run.benchmark, self.run.tasks, self.run.task_names
         self.model, self.method, self.optimizers = self.run.model, self.run.method, self.run.optimizers
         self.epochs, self.batch_size = config.epochs, config.batch_size
@@ -70,17 +85,24 @@ class Trainer:
         plan = plan_start(self.run_dir, resume=resume, overwrite=overwrite)
         if plan.note:
             self.console.print(f"[yellow]{plan.note}[/]")
-        check_writable(self.run_dir)
-        stale = ckpt.remove_stale_temporaries(self.run_dir / "checkpoints")
-        if stale:
-            self.console.print(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write")
+        writer = self.ranks.is_writer
+        self.ranks.barrier()  # every rank has read the folder's state before the writer changes it
+        if writer:
+            check_writable(self.run_dir)
+            stale = ckpt.remove_stale_temporaries(self.run_dir / "checkpoints")
+            if stale:
+                self.console.print(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write")
+            if plan.action != "resume":
+                clear_run(self.run_dir)
+        self.ranks.barrier()  # ... and has finished before any rank reads a checkpoint
         if plan.action == "resume":
             self._restore()
         else:
-            clear_run(self.run_dir)
             self._warn_random_init()
-        write_run_description(self.run_dir, self.config, self.task_names)
-        logger = RunLogger(self.run_dir, resume=(self.epoch, self.step) if plan.action == "resume" else None)
+        resumed = (self.epoch, self.step) if plan.action == "resume" else None
+        if writer:
+            write_run_description(self.run_dir, self.config, self.task_names)
+        logger = RunLogger(self.run_dir, resume=resumed) if writer else SilentLogger()
         try:
             with stop_on_signals() as stop:
                 while self.epoch < self.epochs:
@@ -95,9 +117,11 @@ class Trainer:
         val = self.evaluate("val")
         score = self.selection.score(val)
         improved = self.selection.consider(number, score)
-        if improved:
+        if improved and self.ranks.is_writer:
             save_best(self.run_dir, self.run, number, val)
-        row = {**train_stats, **K.val_metrics(val), K.SELECTION_SCORE.key(): score, K.LR.key(): self.optimizers.lr}
+        skipped = train_stats.pop("skipped")
+        row = {**train_stats, **K.val_metrics(val), K.SELECTION_SCORE.key(): score, K.LR.key(): self.optimizers.lr,
+               K.SKIPPED_STEPS.key(): skipped}
         if self.config.diagnostics_every:
             row.update(layer_alphas(self.model))
         logger.log_epoch(number, self.step, row)
@@ -111,10 +135,11 @@ class Trainer:
 
     def _batches(self):
         cfg = self.config
+        shard = (self.ranks.rank, self.ranks.world_size)
         if self.benchmark.multi_input:
             train = {t: self.run.splits.train[t] for t in self.task_names}
-            return MultiInputEpoch(train, self.batch_size, cfg.seed, self.epoch, cfg.num_workers)
-        return train_loader(self.run.splits.train, self.batch_size, cfg.seed, self.epoch, cfg.num_workers)
+            return MultiInputEpoch(train, self.batch_size, cfg.seed, self.epoch, cfg.num_workers, shard=shard)
+        return train_loader(self.run.splits.train, self.batch_size, cfg.seed, self.epoch, cfg.num_workers, shard=shard)
 
     def _train_epoch(self, logger: RunLogger, stop: StopFlag) -> dict[str, Any]:
         self.model.train()
@@ -124,7 +149,9 @@ class Trainer:
             "batch": 0,
             "loss_sum": torch.zeros(len(self.task_names), device=self.device, dtype=torch.float64),
             "penalty_sum": {},
+            "skipped": 0,
         }
+        position.setdefault("skipped", 0)  # a checkpoint written before steps could be skipped
         self._position = position
         started = time.perf_counter()
         iterator = iter(batches)
@@ -136,14 +163,23 @@ class Trainer:
         description = f"epoch {self.epoch + 1}/{self.epochs}"
         with epoch_progress(self.console, description, total, position["batch"], self.config.progress) as advance:
             while position["batch"] < total:
-                if stop.requested:
+                if self.ranks.any(stop.requested):  # a signal may reach the ranks at different steps
                     self._save_last()
-                    raise TrainingInterrupted(stop.signal_name, self.run_dir, self.epoch + 1, self.step)
-                batch = next(iterator)
+                    raise TrainingInterrupted(stop.signal_name or "SIGTERM", self.run_dir, self.epoch + 1, self.step)
+                with self._own_randomness():
+                    batch = next(iterator)
                 every = self.config.diagnostics_every
                 diagnose = every is not None and (self.step + 1) % every == 0
                 log_now = diagnose or (self.step + 1) % self.config.log_every == 0
                 record = self._train_step(to_device(batch, self.device), keep_saliency=diagnose, measure=log_now)
+                if isinstance(record, SkippedStep):
+                    self.step += 1
+                    position["batch"] += 1
+                    position["skipped"] += 1
+                    self._log_skipped(logger, record)
+                    advance(None)
+                    continue
+                self._bad.good()
                 position["loss_sum"] += record.losses.to(torch.float64)
                 for name, value in record.penalties.items():
                     position["penalty_sum"][name] = position["penalty_sum"].get(name, 0) + value.to(torch.float64)
@@ -158,47 +194,73 @@ class Trainer:
                     row = logger.log_step(self.step, self.epoch + 1, values)
                     loss = sum(row[K.LOSS.key(t)] for t in self.task_names)
                 advance(loss)
+        good = max(total - position["skipped"], 1)
         stats: dict[str, Any] = {
-            K.TRAIN_LOSS.key(t): position["loss_sum"][i] / total for i, t in enumerate(self.task_names)
+            K.TRAIN_LOSS.key(t): position["loss_sum"][i] / good for i, t in enumerate(self.task_names)
         }
-        stats.update({K.TRAIN_PENALTY.key(k): v / total for k, v in position["penalty_sum"].items()})
+        stats.update({K.TRAIN_PENALTY.key(k): v / good for k, v in position["penalty_sum"].items()})
+        stats["skipped"] = position["skipped"]
         stats[K.EPOCH_TIME.key()] = time.perf_counter() - started
         self._position = None
         return stats
-    def _train_step(self, batch, keep_saliency: bool = False, measure: bool = False) -> BackwardRecord:
-        """One step; ``measure``: a logged step, on which the penalties' gradient scale is measured."""
+    def _train_step(self, batch, keep_saliency: bool = False, measure: bool = False) -> BackwardRecord | SkippedStep:
+        """One step; a non-finite loss or gradient skips it with no state changed
+        (:mod:`repmtl.train.faults`). Under ``torchrun`` the method sees the global batch and
+        the gradients are the ranks' mean (:mod:`repmtl.step.reduce`). ``measure``: a logged
+        step, on which the penalties' gradient scale is measured."""
         inputs, targets = batch
-        output = self.model(inputs)
-        losses = {}
-        for task in self.tasks:
-            losses[task.name] = task.loss(output.predictions[task.name], targets[task.name])
+        self._guard.save()
+        with self._own_randomness(), self._autocast():
+            output = self.model(inputs)
+            losses = {}
+            for task in self.tasks:
+                losses[task.name] = task.loss(output.predictions[task.name], targets[task.name])
         self.optimizers.zero_grad()
-        record = backward(
-            losses,
-            representation=output.representation,
-            shared_params=self.run.shared,
-            method=self.method,
-            level=self.config.level,
-            regularizers=self.run.regularizers,
-            loss_transform=self.config.loss_transform,
-            keep_saliency=keep_saliency,
-            measure_penalties=measure and bool(self.run.regularizers),
-        )
-        self._check_gradients()
+        reduce = self.ranks.reducer({t: len(y) for t, y in targets.items() if t in losses})
+        try:
+            record = backward(
+                losses,
+                representation=output.representation,
+                shared_params=self.run.shared,
+                method=self.method,
+                level=self.config.level,
+                regularizers=self.run.regularizers,
+                loss_transform=self.config.loss_transform,
+                keep_saliency=keep_saliency,
+                measure_penalties=measure and bool(self.run.regularizers),
+                reduce=reduce,
+            )
+        except NonFiniteLoss as bad:
+            self._guard.restore()
+            return SkippedStep(bad.tasks)
+        if reduce is not None:
+            reduce.gradients(self.optimizers.parameters())
+            record.penalties.update(self.ranks.mean(record.penalties))
+        if nonfinite_gradients(self._named_parameters()):
+            self._guard.restore()
+            return SkippedStep(("gradient",))
         self.optimizers.step()
+        self.ranks.average_buffers(self.model)
         return record
 
-    def _check_gradients(self) -> None:
-        """Never let a non-finite gradient reach the weights (one host sync)."""
-        grads = [p.grad for p in self.optimizers.parameters() if p.grad is not None]
-        if not grads:
-            raise RuntimeError("no parameter received a gradient this step")
-        norms = torch.stack(torch._foreach_norm(grads))
-        if not bool(torch.isfinite(norms).all()):
-            raise FloatingPointError(
-                f"non-finite gradient at step {self.step}; the weights were not updated and "
-                f"{self.run_dir / 'checkpoints' / 'last.pt'} holds the last good state"
-            )
+    def _named_parameters(self) -> list[tuple[str, torch.Tensor]]:
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        return [(names.get(id(p), "method/regularizer parameter"), p) for p in self.optimizers.parameters()]
+
+    def _log_skipped(self, logger: RunLogger | SilentLogger, skipped: SkippedStep) -> None:
+        logger.log_step(self.step, self.epoch + 1, {K.SKIPPED.key(c): 1.0 for c in skipped.causes})
+        self.console.print(f"[yellow]step {self.step} skipped:[/] non-finite {describe(skipped.causes)}; nothing was updated "
+                           f"({self._bad.consecutive + 1} in a row, the run stops at {self._bad.limit})")
+        self._bad.record(self.step, skipped)
+
+    def _autocast(self):
+        """bf16 autocast for the forward and the losses (``--precision bf16``)."""
+        if self.config.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _own_randomness(self):
+        return self.ranks.own_randomness(self.config.seed, self.epoch, self.step, [self.device])
 
     def _step_values(self, record: BackwardRecord) -> dict[str, Any]:
         values: dict[str, Any] = {K.LOSS.key(t): record.losses[i] for i, t in enumerate(record.tasks)}
@@ -234,11 +296,15 @@ class Trainer:
     # ---- checkpoints -----------------------------------------------------------------------
 
     def _save_last(self) -> None:
+        if not self.ranks.is_writer:
+            return
         progress = {"epoch": self.epoch, "step": self.step, "position": self._position}
         save_last(self.run_dir, self.run, self.config, progress, self.selection)
 
     def _restore(self) -> None:
         state = restore_last(self.run_dir, self.run, self.config, self.selection, self.device)
+        if "fallback" in state:
+            self.console.print(f"[yellow]warning:[/] {state['fallback']}")
         self.epoch, self.step = state["epoch"], state["step"]
         self._position = state.get("position")
         if self._position is None:
@@ -249,6 +315,7 @@ class Trainer:
         self.console.print(f"resuming {self.run_dir} after {where} (step {self.step})")
 
     def _finish(self) -> RunResult:
+        self.ranks.barrier()  # the writer's best.pt is complete
         best = load_best(self.run_dir, self.run, self.device)
         result = RunResult(
             run_dir=self.run_dir,
@@ -259,7 +326,8 @@ class Trainer:
             test=self.evaluate("test"),
             lower_is_better={t.name: dict(t.lower_is_better) for t in self.tasks},
         )
-        result.write()
+        if self.ranks.is_writer:
+            result.write()
         return result
 
     def _warn_random_init(self) -> None:
