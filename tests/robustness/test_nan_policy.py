@@ -46,9 +46,9 @@ def test_a_nan_loss_skips_the_step_and_changes_nothing(tmp_path, monkeypatch):
     seen = {}
     original = trainer_module.Trainer._train_step
 
-    def watched(self, batch, keep_saliency=False):
+    def watched(self, batch, **kwargs):
         before = _state(self)
-        result = original(self, batch, keep_saliency)
+        result = original(self, batch, **kwargs)
         seen[self.step + 1] = (before, _state(self), result)
         return result
 
