@@ -312,16 +312,24 @@ def apply_update(step: Step, grads: TaskGradients, result: Result) -> tuple[torc
     scale = {}
     if step.measure_penalties and applied:
         scale = _relative_scale(applied, _norm(_task_gradient_at_z(step, grads, result)), _norm(task_heads))
-    incoming = _sum_per_representation(reps, method_at_z, penalty_at_z)
-    if incoming is not None:
-        if owned:  # the encoder backward must not reach them again
-            owned_ids = {id(p) for p in owned}
-            below = [p for p in G.leaves_between(reps, stop=[]) if id(p) not in owned_ids]
-            if below:
-                torch.autograd.backward(reps, incoming, inputs=below)
-        else:
-            torch.autograd.backward(reps, incoming)
+    _backward_encoder(reps, _sum_per_representation(reps, method_at_z, penalty_at_z), owned)
     return head_weights, scale
+
+
+def _backward_encoder(
+    reps: list[torch.Tensor], incoming: list[torch.Tensor] | None, owned: list[torch.Tensor]
+) -> None:
+    """One backward from ``Z`` with the encoder's incoming gradient; task parameters behind
+    their own ``Z_t`` (``owned``, already updated like the heads) are not reached again."""
+    if incoming is None:
+        return
+    if not owned:
+        torch.autograd.backward(reps, incoming)
+        return
+    owned_ids = {id(p) for p in owned}
+    below = [p for p in G.leaves_between(reps, stop=[]) if id(p) not in owned_ids]
+    if below:
+        torch.autograd.backward(reps, incoming, inputs=below)
 
 
 def _task_specific(step: Step, grads: TaskGradients) -> list[torch.Tensor]:
