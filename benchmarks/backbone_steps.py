@@ -1,13 +1,18 @@
 """Step time of external backbones vs the dilated ResNet-18 on synthscenes input (8×3×48×64, CPU, EW):
 forward + repmtl.backward, no optimizer step; 2 warm-up steps, 5 interleaved timed steps. Needs [timm].
 Run: PYTHONPATH=src python benchmarks/backbone_steps.py"""
-import time, torch, repmtl
-from repmtl.data.synthscenes.dataset import TASK_OUTPUTS
+import time
+
+import torch
+
+import repmtl
 from repmtl.data._dense import dense_tasks
+from repmtl.data.synthscenes.dataset import TASK_OUTPUTS
 from repmtl.data.synthscenes.scene import CLASSES
-from repmtl.nets.deeplab import build_deeplab, ASPPHead
-from repmtl.nets.backbones import build_dense_encoder
 from repmtl.model import MultiTaskModel
+from repmtl.nets.backbones import build_dense_encoder
+from repmtl.nets.deeplab import ASPPHead, build_deeplab
+
 torch.manual_seed(0); torch.set_num_threads(2)
 tasks = dense_tasks(tuple(TASK_OUTPUTS), len(CLASSES))
 x = torch.randn(8, 3, 48, 64)
