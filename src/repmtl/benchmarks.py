@@ -69,6 +69,8 @@ class Benchmark:
     multi_input: bool = False
     needs_data_root: bool = False
     encoders: tuple[str, ...] = ()
+    #: also accepts external backbones ``timm:<model>`` / ``clip:<model>`` (``docs/backbones.md``)
+    external_encoders: bool = False
     #: the published results start from ImageNet weights: warn when a run trains from random init
     expects_pretrained: bool = False
     #: the keys of ``BuildOptions.extra`` (``--option KEY=VALUE``) the preset reads

@@ -223,3 +223,19 @@ def test_results_json_with_a_foreign_config_is_reported(tmp_path):
                                                   "test": {}, "lower_is_better": {}}))
     _, problems = find_runs([tmp_path])
     assert problems and "not a training configuration" in problems[0]
+
+
+def test_rows_are_labelled_by_architecture(tmp_path):
+    """`repmtl compare` names a non-hard-sharing run after its architecture (and its arguments);
+    hard sharing, and a run folder written before architectures existed, keep the method's name."""
+    test = {"seg": {"miou": 40.0}, "depth": {"abs_err": 0.5}}
+    write_baselines(tmp_path, _config("ew"), test)
+    write_run(tmp_path, _config("ew"), test)
+    write_run(tmp_path, _config("ew", architecture="mtan"), test)
+    write_run(tmp_path, _config("mgda", architecture="mmoe", architecture_args={"experts": 4}), test)
+    legacy = write_run(tmp_path, _config("pcgrad"), test)
+    config = json.loads((legacy / "config.json").read_text())
+    del config["architecture"], config["architecture_args"]
+    (legacy / "config.json").write_text(json.dumps(config))
+    labels = sorted(s.label for s in _only(tmp_path).settings)
+    assert labels == ["ew", "mmoe experts=4 mgda", "mtan ew", "pcgrad"]

@@ -64,6 +64,7 @@ def attention_variant(base: Benchmark) -> Benchmark:
         multi_input=False,
         needs_data_root=base.needs_data_root,
         encoders=base.encoders,
+        external_encoders=base.external_encoders,
         expects_pretrained=base.expects_pretrained,
         options=base.options,
     )

@@ -97,6 +97,7 @@ NYUV2 = register_benchmark(
         defaults=TrainDefaults(epochs=200, batch_size=8, lr=1e-4, weight_decay=1e-5, optimizer="adam", lr_step=100, lr_gamma=0.5),
         needs_data_root=True,
         encoders=("resnet50", "resnet18"),
+        external_encoders=True,
         expects_pretrained=True,
         options=("val_fraction", "split_seed", "augment", "image_size", "median"),
     )

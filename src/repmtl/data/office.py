@@ -41,6 +41,7 @@ from repmtl.data._dense import parse_extra
 from repmtl.data._npy import CorruptSampleError, DatasetLayoutError
 from repmtl.metrics.classification import Accuracy
 from repmtl.model import MultiTaskModel
+from repmtl.nets.backbones import build_pooled_encoder, is_external
 from repmtl.tasks import Task
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -193,7 +194,10 @@ def office_tasks(dataset: str) -> list[Task]:
 
 
 def office_model(dataset: str, options: BuildOptions, tasks: list[Task]) -> MultiTaskModel:
-    encoder = PooledResNet(options.encoder or "resnet18", options.pretrained)
+    if is_external(options.encoder):
+        encoder: nn.Module = build_pooled_encoder(options.encoder, options.pretrained)
+    else:
+        encoder = PooledResNet(options.encoder or "resnet18", options.pretrained)
     classes = DATASETS[dataset]["classes"]
     return MultiTaskModel(encoder, {t.name: nn.Linear(encoder.out_channels, classes) for t in tasks})
 
@@ -217,6 +221,7 @@ def _register(dataset: str, title: str) -> Benchmark:
             multi_input=True,
             needs_data_root=True,
             encoders=("resnet18", "resnet50"),
+            external_encoders=True,
             expects_pretrained=True,
             options=("split_seed",),
         )

@@ -219,6 +219,7 @@ def perturbed(base: Benchmark) -> Benchmark:
         multi_input=base.multi_input,
         needs_data_root=base.needs_data_root,
         encoders=base.encoders,
+        external_encoders=base.external_encoders,
         options=tuple(base.options) + OPTIONS,
     )
 

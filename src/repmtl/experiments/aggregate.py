@@ -331,7 +331,10 @@ def _group(records: Sequence[RunRecord], warnings: list[str]) -> list[tuple[str,
 
 
 def _budget_identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: config.get(k) for k in _BUDGET_FIELDS}
+    identity = {k: config.get(k) for k in _BUDGET_FIELDS}
+    if config.get("freeze_encoder"):  # as TrainConfig.budget_key: only when set
+        identity["freeze_encoder"] = True
+    return identity
 
 
 def _benchmark_comparison(benchmark: str, runs: list[RunRecord], index: BaselineIndex,

@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from repmtl.model import MultiTaskModel
+from repmtl.nets.backbones import build_dense_encoder, is_external
 from repmtl.nets.resnet import ResNetEncoder
 
 
@@ -73,13 +74,17 @@ def build_deeplab(
 
     Args:
         outputs: task name -> output channels (classes for segmentation, 1 depth, 3 normals).
-        encoder: ``resnet18 | resnet34 | resnet50 | resnet101``.
-        pretrained: local ImageNet weights file for the encoder (never downloaded).
+        encoder: ``resnet18 | resnet34 | resnet50 | resnet101``, or an external backbone
+            ``timm:<model>`` / ``clip:<model>`` (:mod:`repmtl.nets.backbones`).
+        pretrained: local weights file for the encoder (never downloaded).
         output_stride: 8 (the papers'), 16 or 32.
         rates: ASPP atrous rates; default (12, 24, 36) at stride 8, halved at 16, quartered at 32.
     """
     if rates is None:
         rates = tuple(r * 8 // output_stride for r in (12, 24, 36))
-    enc = ResNetEncoder(encoder, output_stride=output_stride, pretrained=pretrained)
+    if is_external(encoder):
+        enc: nn.Module = build_dense_encoder(encoder, pretrained, output_stride)
+    else:
+        enc = ResNetEncoder(encoder, output_stride=output_stride, pretrained=pretrained)
     heads = {task: ASPPHead(enc.out_channels, channels, output_stride, rates) for task, channels in outputs.items()}
     return MultiTaskModel(enc, heads)

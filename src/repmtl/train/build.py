@@ -16,6 +16,7 @@ from repmtl import regularizers as R
 from repmtl.benchmarks import Benchmark, BuildOptions, Splits
 from repmtl.data import get_benchmark
 from repmtl.nets.architectures import build_architecture
+from repmtl.nets.frozen import FrozenEncoder
 from repmtl.regularizers.base import Regularizer
 from repmtl.tasks import Task
 from repmtl.train import checkpoint as ckpt
@@ -57,6 +58,8 @@ def build_run(config: TrainConfig) -> Run:
     ckpt.seed_everything(config.seed)
     splits = bench.splits(options)
     model = bench.model(options, tasks)
+    if config.freeze_encoder:
+        model.encoder = FrozenEncoder(model.encoder)
     if not config.single_task:  # single-task baselines stay hard-sharing nets with one head
         model = build_architecture(
             config.architecture, model, reinit=options.pretrained is None, **config.architecture_args

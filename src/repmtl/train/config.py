@@ -40,6 +40,8 @@ class TrainConfig:
     data_root: str | None = None
     encoder: str | None = None
     pretrained: str | None = None
+    #: keep the encoder's weights and normalisation statistics fixed (repmtl.nets.frozen)
+    freeze_encoder: bool = False
     #: the multi-task architecture built around the benchmark's network (``docs/architectures.md``)
     architecture: str = "hps"
     architecture_args: dict[str, Any] = field(default_factory=dict)
@@ -81,5 +83,8 @@ class TrainConfig:
                 "data_root", "encoder", "pretrained", "options")
         if self.precision != "fp32":  # fp32 budgets keep the keys they had before precision existed
             keys += ("precision",)
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        budget = {k: getattr(self, k) for k in keys}
+        if self.freeze_encoder:  # only when set, so the keys of existing runs stay the same
+            budget["freeze_encoder"] = True
+        blob = json.dumps(budget, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]

@@ -21,6 +21,7 @@ from repmtl.benchmarks import Benchmark, BuildOptions
 from repmtl.data import get_benchmark
 from repmtl.hparams import validate
 from repmtl.nets.architectures import check_architecture
+from repmtl.nets.backbones import check_encoder, is_external
 from repmtl.train.config import TrainConfig
 from repmtl.train.presets import resolve_presets
 from repmtl.train.runfolder import check_run_name, default_run_name
@@ -51,6 +52,11 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
     method = M.create(config.method, tasks=task_names, **config.method_args)
     level = method.resolve_level(config.level)
+    if config.freeze_encoder and level != "representation" and not isinstance(method, M.LossWeighting):
+        raise ValueError(
+            f"--freeze-encoder leaves no shared parameter to train, so method {method.name!r} at level {level!r} "
+            "has no gradient to weigh: use --level representation (its gradients w.r.t. Z) or a loss weighting"
+        )
     if config.regularizer:
         R.create(config.regularizer, **config.regularizer_args)
     if config.loss_transform not in (None, "none", "log"):
@@ -125,8 +131,17 @@ def _check_network(config: TrainConfig, bench: Benchmark) -> None:
         raise FileNotFoundError(f"data root {config.data_root} is not a folder")
     if config.encoder and not bench.encoders:
         raise ValueError(f"benchmark {bench.name!r} has one fixed network; --encoder {config.encoder} does not apply")
-    if config.encoder and config.encoder not in bench.encoders:
-        raise ValueError(f"benchmark {bench.name!r} offers encoders {list(bench.encoders)}, not {config.encoder!r}")
+    if is_external(config.encoder):
+        if not bench.external_encoders:
+            raise ValueError(f"benchmark {bench.name!r} takes no external backbone (timm:/clip:); "
+                             f"its encoders: {list(bench.encoders)}")
+        check_encoder(config.encoder)
+    elif config.encoder and config.encoder not in bench.encoders:
+        also = ", or timm:<model> / clip:<model>" if bench.external_encoders else ""
+        raise ValueError(f"benchmark {bench.name!r} offers encoders {list(bench.encoders)}{also}, not {config.encoder!r}")
+    if config.freeze_encoder and config.architecture != "hps":
+        raise ValueError(f"--freeze-encoder freezes the shared encoder of hard sharing; architecture "
+                         f"{config.architecture!r} builds its own shared modules: use --architecture hps")
     if config.pretrained and not bench.encoders:
         raise ValueError(f"benchmark {bench.name!r} has one fixed network; --pretrained does not apply")
     if config.pretrained and not Path(config.pretrained).is_file():

@@ -58,6 +58,7 @@ SYNTHSCENES = register_benchmark(
         model=_model,
         defaults=TrainDefaults(epochs=20, batch_size=32, lr=1e-3, weight_decay=0.0, optimizer="adam", eval_batch_size=128),
         encoders=("small", "resnet18"),
+        external_encoders=True,
         options=("n_train", "n_val", "n_test", "size", "data_seed", "augment", "views"),
     )
 )
