@@ -332,6 +332,8 @@ def _group(records: Sequence[RunRecord], warnings: list[str]) -> list[tuple[str,
 
 def _budget_identity(config: Mapping[str, Any]) -> dict[str, Any]:
     identity = {k: config.get(k) for k in _BUDGET_FIELDS}
+    if config.get("precision", "fp32") != "fp32":  # as TrainConfig.budget_key: only when not fp32
+        identity["precision"] = config["precision"]
     if config.get("freeze_encoder"):  # as TrainConfig.budget_key: only when set
         identity["freeze_encoder"] = True
     return identity
