@@ -243,9 +243,12 @@ def test_direction_method_refuses_to_leave_encoder_params_untrained(model, batch
 
 
 def test_learnable_method_must_be_bound_first(model, batch):
-    out, losses = tiny_losses(model, batch)
-    with pytest.raises(RuntimeError, match="optimizer"):
-        repmtl.backward(losses, representation=out.representation, method=repmtl.methods.create("uw"))
+    method = repmtl.methods.create("uw")
+    for _ in range(2):  # the refusal must not bind the method, or a second call would pass
+        out, losses = tiny_losses(model, batch)
+        with pytest.raises(RuntimeError, match="optimizer"):
+            repmtl.backward(losses, representation=out.representation, method=method)
+    assert method.task_names is None and not list(method.parameters())
 
 
 def test_representation_required_for_gradient_methods(model, batch):

@@ -4,6 +4,7 @@ is wrong and what to do."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -198,7 +199,7 @@ def resolve_method(method: Method | str, names: tuple[str, ...]) -> Method:
             )
     if not isinstance(method, Method):
         raise TypeError(f"method must be a repmtl Method or a registered name, got {type(method).__name__}")
-    if method.task_names is None and method.bind(names).learnable:
+    if method.task_names is None and copy.deepcopy(method).bind(names).learnable:  # a copy: refusing binds nothing
         raise RuntimeError(
             f"method {method.name!r} learns parameters: create it with tasks=[...] (or call bind) "
             "and give method.parameters() to your optimizer before the first backward"
