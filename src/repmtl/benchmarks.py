@@ -54,6 +54,9 @@ class BuildOptions:
     seed: int = 0
     pretrained: Path | None = None  # local weights file for the encoder (never downloaded)
     extra: dict[str, object] = field(default_factory=dict)
+    #: where a preset may keep files derived from its data (a parsed data set): the run's output
+    #: root ``<out>/.cache``, shared by every run under that ``--out``; ``None``: keep nothing
+    cache_root: Path | None = None
 
 
 @dataclass(frozen=True)
