@@ -26,7 +26,6 @@ from repmtl.train.config import TrainConfig
 from repmtl.train.presets import resolve_presets
 from repmtl.train.runfolder import check_run_name, default_run_name
 
-
 #: the folder under ``--out`` where presets keep derived data (so a run writes nothing outside ``--out``)
 CACHE_FOLDER = ".cache"
 
