@@ -31,6 +31,19 @@ class Splits:
 
 
 @dataclass(frozen=True)
+class PlateauSchedule:
+    """Reduce the lr when the validation selection score stops improving (PyTorch's
+    ``ReduceLROnPlateau`` in ``mode="min"`` on the negated score, i.e. on the validation Δm when
+    single-task baselines exist), stepped once per epoch. The fields are ``ReduceLROnPlateau``'s."""
+
+    factor: float
+    patience: int
+    min_lr: float = 0.0
+    threshold: float = 1e-4
+    threshold_mode: str = "rel"  # rel | abs
+
+
+@dataclass(frozen=True)
 class TrainDefaults:
     """The paper's optimisation settings for a benchmark (all overridable from the CLI)."""
 
@@ -42,6 +55,8 @@ class TrainDefaults:
     #: StepLR: multiply the lr by ``lr_gamma`` every ``lr_step`` epochs (None: constant lr)
     lr_step: int | None = None
     lr_gamma: float = 0.5
+    #: ReduceLROnPlateau on the validation selection score (None: no plateau schedule)
+    lr_plateau: PlateauSchedule | None = None
     eval_batch_size: int | None = None
 
 
@@ -54,6 +69,9 @@ class BuildOptions:
     seed: int = 0
     pretrained: Path | None = None  # local weights file for the encoder (never downloaded)
     extra: dict[str, object] = field(default_factory=dict)
+    #: where a preset may keep files derived from its data (a parsed data set): the run's output
+    #: root ``<out>/.cache``, shared by every run under that ``--out``; ``None``: keep nothing
+    cache_root: Path | None = None
 
 
 @dataclass(frozen=True)

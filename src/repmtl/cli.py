@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from repmtl.experiments import commands
+from repmtl.extras import MissingExtraError
 from repmtl.hparams import parse_cli_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-task learning optimisation: train, compare, diagnose.")
@@ -160,6 +161,8 @@ def train(
     except TrainingDiverged as diverged:
         err.print(f"[red]{escape(str(diverged))}[/]")
         raise typer.Exit(diverged.exit_code) from None
+    except MissingExtraError as exc:  # e.g. --benchmark qm9 without torch_geometric / qm9pack
+        raise _fail(str(exc)) from None
     except (KeyError, ValueError, FileExistsError, FileNotFoundError, HyperparameterError) as exc:
         raise _fail(str(exc.args[0] if exc.args else exc)) from None
     except OSError as exc:  # read-only folder, full disk, ...

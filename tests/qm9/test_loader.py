@@ -181,9 +181,18 @@ def test_constant_target_cannot_be_normalised():
         qm9.Normalizer.fit(targets)
 
 
-def test_default_cache_folder(monkeypatch, tmp_path):
-    monkeypatch.delenv("REPMTL_CACHE_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert qm9.default_cache_dir() == tmp_path / "xdg" / "repmtl"
-    monkeypatch.setenv("REPMTL_CACHE_DIR", str(tmp_path / "mine"))
-    assert qm9.default_cache_dir() == tmp_path / "mine"
+def test_cache_folder_is_the_option_else_the_env_else_under_out(monkeypatch, tmp_path):
+    monkeypatch.delenv(qm9.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # not used: nothing outside --out
+    assert qm9.cache_dir_for(None, tmp_path / "out" / ".cache") == tmp_path / "out" / ".cache" / "qm9"
+    assert qm9.cache_dir_for(None, None) is None
+    monkeypatch.setenv(qm9.CACHE_ENV, str(tmp_path / "mine"))
+    assert qm9.cache_dir_for(None, tmp_path / "out" / ".cache") == tmp_path / "mine"
+    assert qm9.cache_dir_for(str(tmp_path / "explicit"), tmp_path / "out") == tmp_path / "explicit"
+
+
+def test_no_cache_folder_parses_and_writes_nothing(folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    arrays = qm9.load_arrays(folder, None, progress=False)
+    assert len(arrays) == 20 and sorted(tmp_path.rglob("*")) == before

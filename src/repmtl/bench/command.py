@@ -10,6 +10,7 @@ from pathlib import Path
 from repmtl.bench.runner import BenchConfig, run_bench
 from repmtl.bench.table import render
 from repmtl.bench.workloads import WORKLOADS
+from repmtl.extras import MissingExtraError
 
 DESCRIPTION = (
     "Per-step time and peak step memory of every method at both levels, Rep-MTL, the T-backward "
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         results = run_bench(config, progress)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, MissingExtraError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     print(render(results))

@@ -10,6 +10,11 @@ every contender (same seed, same inputs, same device).
 * ``nyuv2``: the ``nyuv2`` preset's network (DeepLab: dilated ResNet-50, one ASPP head per
   task) and its three tasks and losses, at reduced resolution (72×96 by default), batch 2;
   ``T`` is 3.
+* ``qm9``: the ``qm9`` preset's encoder (:class:`~repmtl.nets.mpnn.MPNNEncoder`, Gilmer et al.
+  2017 as Nash-MTL / FAMO use it, 64 wide) and linear heads, on 32 synthetic molecules of 18
+  atoms (QM9's mean size) as complete graphs, batch 32; any ``T`` (11 in the papers). Needs the
+  ``[qm9]`` extra (torch_geometric); without it the bench stops with a message naming the extra.
+  The batch is packed as one ``(B, atoms, 4)`` tensor (atomic number, x, y, z in Å).
 
 Targets are random (the cost of a step does not depend on their values).
 """
@@ -26,6 +31,7 @@ from torch import nn
 from repmtl.benchmarks import BuildOptions
 from repmtl.data import get_benchmark
 from repmtl.model import MultiTaskModel
+from repmtl.nets.mpnn import ELEMENT_NUMBERS, MPNNEncoder
 from repmtl.nets.resnet import ResNetEncoder
 from repmtl.nets.small_dense import SmallDenseHead, build_small_dense
 
@@ -120,6 +126,37 @@ def _nyuv2(num_tasks: int, device: torch.device, size: tuple[int, int] | None) -
     return Problem("nyuv2", model, inputs, {t.name: targets[t.name] for t in tasks}, {t.name: t.loss for t in tasks})
 
 
+class PackedMolecules(nn.Module):
+    """:class:`MPNNEncoder` on one packed tensor ``(B, P, 4)``: atomic number (0: padding), x, y, z."""
+
+    def __init__(self, encoder: MPNNEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.out_features = encoder.out_features
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        return self.encoder((packed[..., 0].round().long(), packed[..., 1:]))
+
+
+#: QM9's composition: about 51 % of its atoms are H, 35 % C, 6 % N, 8 % O, F rare
+_ELEMENT_FREQUENCIES = (0.51, 0.35, 0.055, 0.08, 0.005)
+
+
+def synthetic_molecules(graphs: int, atoms: int, device: torch.device) -> torch.Tensor:
+    """``(graphs, atoms, 4)`` random molecules: elements drawn with QM9's frequencies, coordinates
+    N(0, 1.5 Å) per axis (QM9-like interatomic distances)."""
+    probabilities = torch.tensor(_ELEMENT_FREQUENCIES)
+    numbers = torch.tensor(ELEMENT_NUMBERS, dtype=torch.float32)[torch.multinomial(probabilities, graphs * atoms, True)]
+    positions = 1.5 * torch.randn(graphs, atoms, 3)
+    return torch.cat([numbers.view(graphs, atoms, 1), positions], dim=-1).to(device)
+
+
+def _qm9(num_tasks: int, device: torch.device, size: tuple[int, int] | None) -> Problem:
+    encoder = PackedMolecules(MPNNEncoder(hidden=64))
+    model = MultiTaskModel(encoder, {t: nn.Linear(encoder.out_features, 1) for t in _task_names(num_tasks)}).to(device)
+    return _regression("qm9", model, synthetic_molecules(32, 18, device), device)
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -127,6 +164,8 @@ WORKLOADS: dict[str, Workload] = {
         Workload("cnn", "synthscenes CPU CNN (small_dense), per-pixel regression heads, batch 8", _cnn),
         Workload("resnet18", "dilated ResNet-18 (stride 8), small dense heads", _resnet18),
         Workload("nyuv2", "nyuv2 preset (DeepLab ResNet-50, ASPP heads, 3 tasks)", _nyuv2, 3),
+        Workload("qm9", "qm9 preset's MPNN (NNConv + GRU + Set2Set, 64 wide), linear heads, 32 synthetic "
+                 "18-atom molecules as complete graphs", _qm9),
     )
 }
 

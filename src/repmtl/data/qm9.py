@@ -31,9 +31,11 @@ trains on the first 5,000 molecules of that training split, validates on the fir
 the validation split and tests on the first 2,000 of the test split (CPU-sized).
 
 The parsed arrays are cached in one ``.npz`` file (loaded with ``allow_pickle=False``) in the
-cache folder: ``--option cache_dir=DIR``, else ``$REPMTL_CACHE_DIR``, else
-``$XDG_CACHE_HOME/repmtl`` (``~/.cache/repmtl``). The file name holds a hash of the CSV files'
-names, sizes and modification times, so edited CSVs are parsed again.
+cache folder: ``--option cache_dir=DIR``, else ``$REPMTL_CACHE_DIR``, else ``<out>/.cache/qm9``
+under the run's ``--out`` (``BuildOptions.cache_root``), shared by every run there, so a run
+writes nothing outside the folder the user chose. Built without any of them (a bare
+``BuildOptions()``), the CSVs are parsed and nothing is written. The file name holds a hash of
+the CSV files' names, sizes and modification times, so edited CSVs are parsed again.
 """
 
 from __future__ import annotations
@@ -65,10 +67,12 @@ from torch.utils.data import Dataset
 from repmtl.benchmarks import (
     Benchmark,
     BuildOptions,
+    PlateauSchedule,
     Splits,
     TrainDefaults,
     register_benchmark,
 )
+from repmtl.extras import missing_extra
 from repmtl.metrics.base import StreamingMetric
 from repmtl.model import MultiTaskModel
 from repmtl.nets.mpnn import MPNNEncoder
@@ -130,10 +134,8 @@ def qm9pack_data_folder() -> Path:
     """The ``data`` folder of the installed ``qm9pack`` (found without importing it)."""
     spec = importlib.util.find_spec("qm9pack")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "QM9 needs the qm9pack package (its CSV files hold the data set); install the extra with "
-            "`pip install \"repmtl[qm9]\"`, or pass --data-root with a folder of qm9_part*.csv files"
-        )
+        raise missing_extra("QM9", "qm9pack (its CSV files hold the data set)", "qm9",
+                            "or pass --data-root with a folder of qm9_part*.csv files")
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
@@ -323,11 +325,19 @@ def build_arrays(files: list[Path], progress: bool = True, console: Console | No
 # ---- the cache --------------------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
-    if os.environ.get("REPMTL_CACHE_DIR"):
-        return Path(os.environ["REPMTL_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "repmtl"
+#: environment variable naming a cache folder shared across output folders
+CACHE_ENV = "REPMTL_CACHE_DIR"
+
+
+def cache_dir_for(option: str | None, cache_root: Path | None) -> Path | None:
+    """Where the parsed data set is cached: ``option`` (``--option cache_dir``), else
+    ``$REPMTL_CACHE_DIR``, else ``<cache_root>/qm9`` (the run's ``<out>/.cache``), else ``None``
+    (no cache: nothing is written)."""
+    if option:
+        return Path(option)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(cache_root) / "qm9" if cache_root is not None else None
 
 
 def cache_path(files: list[Path], cache_dir: Path) -> Path:
@@ -367,10 +377,13 @@ def load_arrays(
 ) -> QM9Arrays:
     """The whole data set: from the cache when it matches the CSV files, else parsed (and cached).
 
-    ``data_root``: a folder of ``qm9_part*.csv`` (default: qm9pack's data folder).
+    ``data_root``: a folder of ``qm9_part*.csv`` (default: qm9pack's data folder);
+    ``cache_dir``: where the cache file lives (``None``: parse and write nothing).
     """
     files = csv_files(Path(data_root) if data_root is not None else qm9pack_data_folder())
-    path = cache_path(files, Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    if cache_dir is None:
+        return build_arrays(files, progress=progress, console=console)
+    path = cache_path(files, Path(cache_dir))
     if path.exists():
         return load_cache(path)
     arrays = build_arrays(files, progress=progress, console=console)
@@ -511,7 +524,7 @@ def setup_from_options(options: BuildOptions, limits: Mapping[str, int | None]) 
     cache = extra.get("cache_dir")
     if cache is not None and not isinstance(cache, str):
         raise TypeError(f"QM9 option cache_dir={cache!r}: expected a folder path")
-    arrays = _arrays(options.data_root, Path(cache) if cache else None)
+    arrays = _arrays(options.data_root, cache_dir_for(cache, options.cache_root))
     split = split_indices(
         len(arrays),
         _int_option(extra, "train_size", SPLIT_SIZES["train"]),
@@ -560,17 +573,23 @@ def _preset(name: str, description: str, limits: Mapping[str, int | None], defau
     )
 
 
-#: Nash-MTL / FAMO: 300 epochs, Adam 1e-3, batch 120 (their ReduceLROnPlateau is not offered
-#: by the trainer's schedulers yet; the lr stays constant)
+#: The papers' schedule: ``ReduceLROnPlateau(mode="min", factor=0.7, patience=5, min_lr=1e-5)``
+#: stepped every epoch on the validation Δm (Navon et al., ICML 2022, §6.1 and their
+#: ``experiments/quantum_chemistry/trainer.py``; FAMO, Liu et al., NeurIPS 2023, uses the same
+#: trainer). Our selection score is Δp_task on validation, whose negation is that Δm.
+PAPERS_PLATEAU = PlateauSchedule(factor=0.7, patience=5, min_lr=1e-5)
+
+#: Nash-MTL / FAMO: 300 epochs, Adam 1e-3, batch 120, the plateau schedule above
 QM9 = register_benchmark(_preset(
     "qm9",
     "QM9 (qm9pack CSVs): 11 molecular property regressions, MPNN encoder, 110k/10k/10,831 split",
     {},
-    TrainDefaults(epochs=300, batch_size=120, lr=1e-3, eval_batch_size=500),
+    TrainDefaults(epochs=300, batch_size=120, lr=1e-3, eval_batch_size=500, lr_plateau=PAPERS_PLATEAU),
 ))
+#: the same protocol on a CPU-sized subset (the schedule only acts after 6 epochs without progress)
 QM9_SMALL = register_benchmark(_preset(
     "qm9-small",
     "QM9 on CPU: the first 5k train / 1k val / 2k test molecules of the qm9 split, same tasks and MPNN",
     SMALL_LIMITS,
-    TrainDefaults(epochs=5, batch_size=120, lr=1e-3, eval_batch_size=500),
+    TrainDefaults(epochs=5, batch_size=120, lr=1e-3, eval_batch_size=500, lr_plateau=PAPERS_PLATEAU),
 ))

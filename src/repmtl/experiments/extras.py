@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+from repmtl.extras import MissingExtraError
+
 __all__ = ["MissingExtraError", "missing_plots"]
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
 
 
 def missing_plots(exc: ImportError) -> str | None:

@@ -40,6 +40,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from repmtl.extras import missing_extra
+
 #: the elements of QM9, by atomic number; node features are their one-hot plus the number
 ELEMENT_NUMBERS = (1, 6, 7, 8, 9)
 NODE_FEATURES = len(ELEMENT_NUMBERS) + 1
@@ -51,10 +53,7 @@ def _geometric_nn() -> ModuleType:
     try:
         import torch_geometric.nn as geometric_nn
     except ImportError as exc:
-        raise ImportError(
-            "the QM9 message-passing encoder needs torch_geometric; install the extra with "
-            "`pip install \"repmtl[qm9]\"` (or `pip install torch-geometric`)"
-        ) from exc
+        raise missing_extra("the QM9 message-passing encoder", "torch_geometric", "qm9") from exc
     return geometric_nn
 
 

@@ -12,18 +12,32 @@ from typing import Any
 import torch
 from torch import nn
 
-from repmtl.benchmarks import TrainDefaults
+from repmtl.benchmarks import PlateauSchedule, TrainDefaults
 from repmtl.methods.base import Method
 
 
 class Optimizers:
-    """Optimizers stepped together, each with its step schedule (one step per epoch)."""
+    """Optimizers stepped together, each with its lr schedule, stepped once per epoch: a step
+    schedule (``StepLR``) or a plateau schedule (``ReduceLROnPlateau`` on the validation selection
+    score, see :class:`~repmtl.benchmarks.PlateauSchedule`)."""
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer], lr_step: int | None, lr_gamma: float) -> None:
+    def __init__(self, optimizers: list[torch.optim.Optimizer], lr_step: int | None, lr_gamma: float,
+                 plateau: PlateauSchedule | None = None) -> None:
+        if lr_step and plateau is not None:
+            raise ValueError("a benchmark's defaults name a step schedule (lr_step) and a plateau schedule; choose one")
         self.optimizers = optimizers
-        self.schedulers = [
+        self.schedulers: list[Any] = [
             torch.optim.lr_scheduler.StepLR(opt, lr_step, lr_gamma) if lr_step else None for opt in optimizers
         ]
+        if plateau is not None:
+            self.schedulers = [
+                torch.optim.lr_scheduler.ReduceLROnPlateau(
+                    opt, mode="min", factor=plateau.factor, patience=plateau.patience, min_lr=plateau.min_lr,
+                    threshold=plateau.threshold, threshold_mode=plateau.threshold_mode,
+                )
+                for opt in optimizers
+            ]
+        self.plateau = plateau
 
     @property
     def lr(self) -> float:
@@ -40,9 +54,15 @@ class Optimizers:
         for opt in self.optimizers:
             opt.step()
 
-    def end_epoch(self) -> None:
+    def end_epoch(self, score: float | None = None) -> None:
+        """Step the schedules; ``score``: the epoch's validation selection score (higher is
+        better), which a plateau schedule needs."""
+        if self.plateau is not None and score is None:
+            raise ValueError("a plateau lr schedule is stepped with the epoch's validation selection score")
         for scheduler in self.schedulers:
-            if scheduler is not None:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(-score)  # the papers step on the validation Δm (lower is better)
+            elif scheduler is not None:
                 scheduler.step()
 
     def state_dict(self) -> dict[str, Any]:
@@ -82,4 +102,4 @@ def build_optimizers(
         optimizers.append(torch.optim.SGD(shared, lr=lr, weight_decay=weight_decay))
     elif method.shared_optimizer is not None:
         raise ValueError(f"unknown shared optimizer {method.shared_optimizer!r} of method {method.name!r}")
-    return Optimizers(optimizers, defaults.lr_step, defaults.lr_gamma)
+    return Optimizers(optimizers, defaults.lr_step, defaults.lr_gamma, defaults.lr_plateau)

@@ -26,6 +26,9 @@ from repmtl.train.config import TrainConfig
 from repmtl.train.presets import resolve_presets
 from repmtl.train.runfolder import check_run_name, default_run_name
 
+#: the folder under ``--out`` where presets keep derived data (so a run writes nothing outside ``--out``)
+CACHE_FOLDER = ".cache"
+
 
 def build_options(config: TrainConfig) -> BuildOptions:
     """The benchmark build options of a config (the run and its baselines use the same)."""
@@ -35,6 +38,7 @@ def build_options(config: TrainConfig) -> BuildOptions:
         seed=config.seed,
         pretrained=Path(config.pretrained) if config.pretrained else None,
         extra=dict(config.options),
+        cache_root=Path(config.out) / CACHE_FOLDER,
     )
 
 

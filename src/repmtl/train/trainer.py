@@ -127,7 +127,7 @@ class Trainer:
         logger.log_epoch(number, self.step, row)
         print_epoch(self.console, self.run_dir.name, number, self.epochs, val, score, improved)
         self.method.end_epoch()
-        self.optimizers.end_epoch()
+        self.optimizers.end_epoch(score)
         self.epoch += 1
         self._save_last()
 
