@@ -176,10 +176,11 @@ def analyse(records: Sequence[RunRecord]) -> StudyOutput:
             seeds = sorted(by_seed)
             if len(seeds) >= 2:
                 reference[task] = cache.distance(by_seed[seeds[1]], by_seed[seeds[0]])
-        notes = [("Relative L2 error of the best 1×1 (ridge least-squares) adaptor from the multi-task encoder's "
-                  f"features to each single-task encoder's, on up to {EVAL_SAMPLES} test images (fitted on up to "
-                  f"{FIT_SAMPLES} validation images); 0: the same features up to a linear map; mean ± std over "
-                  "seeds.")]
+        notes = [("Mean squared error of the best 1×1 (ridge least-squares) adaptor from the multi-task "
+                  "encoder's features to each single-task encoder's, divided by the single-task features' "
+                  f"variance, on up to {EVAL_SAMPLES} test images (fitted on up to {FIT_SAMPLES} validation "
+                  "images); 0: the same features up to a linear map, 1: no better than their mean; mean ± std "
+                  "over seeds.")]
         if reference:
             rows.append(["STL, another seed (reference)", *(fmt(reference.get(t), 3) for t in tasks), "1"])
             data.append({"benchmark": comparison.benchmark, "setting": "STL, another seed (reference)",
