@@ -7,15 +7,16 @@ The ``T`` task gradients come either from **one** vectorised autograd call
 from ``T`` backward passes in a python loop.
 
 Parameter level (:func:`task_jacobian`): which path is faster depends on the device *and* the
-model, so ``vectorize=None`` follows measurements rather than one rule per device. On
-accelerators ``vmap`` replaces ``T`` rounds of small kernel launches by one. On the CPU,
-``repmtl bench`` measured (process CPU time, 1 thread, T = 2…8): for an encoder of matrix
-products only (every shared parameter ≤ 2-D: linear layers, norms, embeddings) ``vmap`` at or
-below the loop (MLP, T = 8: 4.8 vs 6.1 EW-steps), and with convolutions (a shared parameter of
-≥ 3 dimensions) ``vmap`` up to 2× *slower* than the loop (the synthscenes CNN, T = 8: 4.1 vs
-2.1), its batching rules for convolution and batch-norm backward not beating ``T`` plain
-passes. ``vectorize="auto"`` instead times both paths on the first call for each model
-signature (parameter shapes, ``T``, device) and keeps the faster one for the process.
+model. On accelerators ``vmap`` replaces ``T`` rounds of small kernel launches by one
+(``vectorize=None`` picks it there). On the CPU ``vectorize=None`` is the loop: ``repmtl bench``
+measured (process CPU time, 1 thread) ``vmap`` up to 2× *slower* than the loop with
+convolutions (the synthscenes CNN, T = 8: 4.1 vs 2.1 EW-steps) and 3.1× slower on the QM9
+MPNN (GRU and message-passing scatters, T = 11: 4.6 vs 1.5 CPU-s per MGDA step, the loop at
+the floor of 11 task backwards), and ahead only on plain matrix-product encoders (MLP, T = 8:
+4.8 vs 6.1 EW-steps). No rule on parameter shapes tells these apart, so the robust path is the
+default; ``vectorize=True`` forces ``vmap``, and ``vectorize="auto"`` times both paths on the
+first call for each model signature (parameter shapes, ``T``, device) and keeps the faster one
+for the process (the choice is a timing, so two processes may choose differently).
 
 Representation level (:func:`saliency`): ``vectorize=None`` is ``vmap`` on accelerators and
 the loop on the CPU.
@@ -60,13 +61,11 @@ def use_vmap(vectorize: bool | None, like: torch.Tensor) -> bool:
 
 
 def jacobian_uses_vmap(vectorize: bool | None, params: Sequence[torch.Tensor]) -> bool:
-    """Parameter level: resolve ``vectorize=None`` from the device and the parameters' shapes
-    (module doc: on the CPU ``vmap`` only for encoders without convolution kernels)."""
+    """Parameter level: resolve ``vectorize=None`` from the device (module doc: ``vmap`` on
+    accelerators, the loop on the CPU)."""
     if vectorize is not None:
         return bool(vectorize)
-    if params[0].device.type != "cpu":
-        return True
-    return all(p.ndim <= 2 for p in params)
+    return params[0].device.type != "cpu"
 
 
 #: ``vectorize="auto"``: the measured choice per (device, dtype, parameter shapes, T)
