@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repmtl import methods as M
 from repmtl.experiments.published import PublishedResult
 from repmtl.experiments.runs import RunFolderError, RunRecord, read_run
 from repmtl.metrics.improvement import Improvement, delta_p_or_reason
@@ -230,6 +231,11 @@ def _args_text(args: Mapping[str, Any]) -> list[str]:
     return [f"{k}={_compact(v)}" for k, v in sorted(args.items())]
 
 
+def _is_loss_weighting(config: Mapping[str, Any]) -> bool:
+    method = str(config.get("method"))
+    return method in M.available() and M.lookup(method).consumes == "losses"
+
+
 def _labels(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Readable, distinct row names: the method (or its preset), its regularizer, its arguments,
     and every other field that differs between the rows (fields a preset sets count as part of
@@ -252,7 +258,9 @@ def _labels(configs: Sequence[Mapping[str, Any]]) -> list[str]:
         architecture = config.get("architecture") or "hps"
         if architecture != "hps":
             parts = [architecture, *_args_text(config.get("architecture_args") or {}), *parts]
-        parts += [f"{k}={_compact(config.get(k))}" for k in varying if k not in explained]
+        # a loss weighting has no level (None; older run folders wrote "parameters" for it)
+        parts += [f"{k}={_compact(config.get(k))}" for k in varying if k not in explained
+                  and not (k == "level" and _is_loss_weighting(config))]
         labels.append(" ".join(parts))
     counts: dict[str, int] = {}
     for i, label in enumerate(labels):

@@ -55,7 +55,10 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise KeyError(f"unknown task {config.single_task!r} for {bench.name}; tasks: {task_names}")
 
     method = M.create(config.method, tasks=task_names, **config.method_args)
-    level = method.resolve_level(config.level)
+    # a loss weighting takes no task gradients: it has no level (a given one is still checked)
+    level = method.resolve_level(config.level) if method.consumes != "losses" else config.level
+    if level is not None:
+        method.resolve_level(level)
     if config.freeze_encoder and level != "representation" and not isinstance(method, M.LossWeighting):
         raise ValueError(
             f"--freeze-encoder leaves no shared parameter to train, so method {method.name!r} at level {level!r} "
