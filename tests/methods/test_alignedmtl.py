@@ -10,8 +10,13 @@ from hypothesis import strategies as st
 
 from repmtl import methods as M
 from repmtl.methods.alignedmtl import balance_matrix
-from tests.methods._helpers import shared_weights
-from tests.methods._helpers import PROPERTY, jacobians, unit_gramian, weights_of
+from tests.methods._helpers import (
+    PROPERTY,
+    jacobians,
+    shared_weights,
+    unit_gramian,
+    weights_of,
+)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from repmtl import methods as M
-from repmtl.methods.base import LEVELS, Aggregator, GramianWeighting, LossWeighting, Method
+from repmtl.methods.base import (
+    LEVELS,
+    Aggregator,
+    GramianWeighting,
+    LossWeighting,
+    Method,
+)
 
 BASES = (LossWeighting, GramianWeighting, Aggregator)
 #: class attributes that describe a method without changing what it does

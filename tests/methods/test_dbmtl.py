@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 import repmtl
 from repmtl.methods.dbmtl import DBMTL
 from tests.conftest import tiny_losses, tiny_model
+from tests.methods._helpers import context
 from tests.methods._helpers import task_names as _names
 from tests.methods._helpers import torch_jacobians as jacobians
-from tests.methods._helpers import context
 
 
 def test_two_steps_by_hand():

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 import repmtl
 from repmtl.methods.graddrop import GradDrop, positive_sign_purity
 from tests.conftest import tiny_losses, tiny_model
-from tests.methods._helpers import torch_jacobians as jacobians
 from tests.methods._helpers import context
+from tests.methods._helpers import torch_jacobians as jacobians
 
 
 def _direction(method, jac, seed=0, **kw):

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 import repmtl
 from repmtl.methods.gradvac import GradVac, vaccine_coefficients
 from tests.conftest import tiny_losses, tiny_model
+from tests.methods._helpers import context
 from tests.methods._helpers import task_names as _names
 from tests.methods._helpers import torch_jacobians as jacobians
-from tests.methods._helpers import context
 
 
 def _cos(a, b):

@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from repmtl import methods as M
-from tests.methods._helpers import shared_weights
-from tests.methods._helpers import PROPERTY, jacobians, weights_of
+from tests.methods._helpers import PROPERTY, jacobians, shared_weights, weights_of
 
 
 def _projections(jac, alpha):

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 import repmtl
 from repmtl.methods.moco import MoCo, project_to_simplex
 from tests.conftest import tiny_losses, tiny_model
+from tests.methods._helpers import context
 from tests.methods._helpers import task_names as _names
 from tests.methods._helpers import torch_jacobians as jacobians
-from tests.methods._helpers import context
 
 
 def simplex_by_bisection(v, iters=200):

@@ -10,9 +10,8 @@ from hypothesis import strategies as st
 import repmtl
 from repmtl.methods.mtadam import MTAdam
 from tests.conftest import tiny_losses, tiny_model
+from tests.methods._helpers import context, torch_jacobians
 from tests.methods._helpers import task_names as _names
-from tests.methods._helpers import torch_jacobians
-from tests.methods._helpers import context
 
 
 def jacobians(**kwargs):
