@@ -78,7 +78,7 @@ def train(
     regularizer_arg: Annotated[Optional[list[str]], typer.Option("--regularizer-arg", help="Regularizer hyper-parameter key=value (repeatable).")] = None,
     lambda_tsr: Annotated[Optional[float], typer.Option(help="Rep-MTL: TSR strength λ_tsr (default 0.9).")] = None,
     lambda_csa: Annotated[Optional[float], typer.Option(help="Rep-MTL: CSA strength λ_csa (default 0.9).")] = None,
-    tau: Annotated[Optional[float], typer.Option(help="Rep-MTL: CSA temperature τ (default 0.1).")] = None,
+    tau: Annotated[Optional[float], typer.Option(help="Rep-MTL: CSA temperature τ (default 1.0).")] = None,
     loss_transform: Annotated[Optional[str], typer.Option(help="none | log (default: the method's; log for Rep-MTL).")] = None,
     single_task: Annotated[Optional[str], typer.Option(help="Train one single-task baseline for this task only.")] = None,
     seed: int = 0,

@@ -38,7 +38,8 @@ def _weights(run_dir):
 @pytest.mark.parametrize("method", ["famo", "nashmtl", "pcgrad", "rlw"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_epoch_then_resume_is_exact(tmp_path, monkeypatch, method, signum):
-    config = dict(benchmark="tiny", method=method, out=str(tmp_path), progress=False, epochs=3, log_every=1)
+    config = {"benchmark": "tiny", "method": method, "out": str(tmp_path), "progress": False, "epochs": 3,
+              "log_every": 1}
     reference = train(TrainConfig(**config, name="straight"))
     with monkeypatch.context() as patch:
         _signal_at(patch, step=5, signum=signum)  # epoch 2, after its second batch
