@@ -41,7 +41,7 @@ def _cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def naive_csa(s: torch.Tensor, tau: float = 1.0, include_positive: bool = False) -> torch.Tensor:
     s = s.reshape(*s.shape[:3], -1)
-    num_tasks, batch, channels, _ = s.shape
+    num_tasks, batch, _channels, _ = s.shape
     anchors = []
     for b in range(batch):
         a = torch.stack([s[t, b].mean(dim=1) for t in range(num_tasks)], dim=1)  # C×T
@@ -179,11 +179,11 @@ def _reference_grads(model, x, weights, regularizer, transform):
 @pytest.mark.parametrize(
     "kwargs, transform",
     [
-        (dict(), "log"),
-        (dict(lambda_tsr=1.3, lambda_csa=0.7, tau=0.5), "none"),
-        (dict(tsr=False), "log"),
-        (dict(csa=False), "log"),
-        (dict(include_positive=True), "none"),
+        ({}, "log"),
+        ({"lambda_tsr": 1.3, "lambda_csa": 0.7, "tau": 0.5}, "none"),
+        ({"tsr": False}, "log"),
+        ({"csa": False}, "log"),
+        ({"include_positive": True}, "none"),
     ],
 )
 def test_backward_equals_end_to_end_autograd(kwargs, transform, vectorize, batch):

@@ -10,8 +10,8 @@ from repmtl.train.experiment import run_experiment
 
 
 def _config(tmp_path, **overrides):
-    base = dict(benchmark="multidigits", out=str(tmp_path), max_steps=4, batch_size=32, epochs=2,
-                log_every=2, progress=False)
+    base = {"benchmark": "multidigits", "out": str(tmp_path), "max_steps": 4, "batch_size": 32, "epochs": 2,
+                "log_every": 2, "progress": False}
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -100,11 +100,11 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
 @pytest.mark.parametrize(
     "overrides, error, match",
     [
-        (dict(benchmark="nope"), KeyError, "available: .*multidigits"),
-        (dict(single_task="middle"), KeyError, "tasks: \\['left', 'right'\\]"),
-        (dict(method="nope"), KeyError, "available"),
-        (dict(method="mgda", level="pixels"), ValueError, "unknown level"),
-        (dict(method="mgda", method_args={"bogus": 1}), ValueError, "it accepts: normalization"),
+        ({"benchmark": "nope"}, KeyError, "available: .*multidigits"),
+        ({"single_task": "middle"}, KeyError, "tasks: \\['left', 'right'\\]"),
+        ({"method": "nope"}, KeyError, "available"),
+        ({"method": "mgda", "level": "pixels"}, ValueError, "unknown level"),
+        ({"method": "mgda", "method_args": {"bogus": 1}}, ValueError, "it accepts: normalization"),
     ],
 )
 def test_bad_configuration_errors(tmp_path, overrides, error, match):

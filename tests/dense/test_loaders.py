@@ -129,7 +129,7 @@ def test_cityscapes_label_folder_variants(tmp_path):
     written = write_dense(c, {"train": 4, "val": 2}, H, W, num_classes=19, folders={"label": "label_19"}, with_normal=False)
     for root in (a, b):
         splits = cityscapes_splits(root, image_size=(H, W), val_fraction=0.25)
-        image, targets = splits.test[0]
+        _image, targets = splits.test[0]
         assert set(targets) == {"segmentation", "depth"} and targets["depth"].shape == (1, H, W)
         assert int(targets["segmentation"].max()) <= 6
     splits = cityscapes_splits(c, classes=19, image_size=(H, W), val_fraction=0.25)

@@ -43,7 +43,7 @@ def test_properties_over_random_jacobians(jac, steps):
     for _ in range(steps):
         out = a.aggregate(jac, context(torch.zeros(tasks)))
         assert torch.isfinite(out).all()
-        tol = dict(atol=1e-12 * max(1.0, jac.abs().max().item()), rtol=1e-9)
+        tol = {"atol": 1e-12 * max(1.0, jac.abs().max().item()), "rtol": 1e-9}
         torch.testing.assert_close(b.aggregate(jac[perm], context(torch.zeros(tasks))), out, **tol)
         torch.testing.assert_close(c.aggregate(2.0 * jac, context(torch.zeros(tasks))), 2.0 * out, **tol)
     # every non-zero task contributes a vector of the largest EMA norm

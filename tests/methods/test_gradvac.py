@@ -38,7 +38,7 @@ def reference_gradvac(jac, segments, goal, beta, seed):
                 phi = float(gi @ gj / (ni * nj)) if ni > 0 and nj > 0 else 0.0
                 phi = max(-1.0, min(1.0, phi))
                 target = float(goal[i, j, g])
-                if ni > 0 and nj > 0 and phi < target and target < 1.0:
+                if ni > 0 and nj > 0 and phi < target < 1.0:
                     w = ni * (target * math.sqrt(1 - phi**2) - phi * math.sqrt(1 - target**2)) / (nj * math.sqrt(1 - target**2))
                     pc[i] = gi + w * gj
                 goal[i, j, g] = (1 - beta) * target + beta * phi

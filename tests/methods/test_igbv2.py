@@ -10,7 +10,7 @@ import repmtl
 from repmtl.methods.igbv2 import IGBv2
 from tests.conftest import tiny_losses, tiny_model
 
-SMALL = dict(hidden=(8,), batch_size=4, update_every=2, buffer_size=8)
+SMALL = {"hidden": (8,), "batch_size": 4, "update_every": 2, "buffer_size": 8}
 
 
 def _log(values):

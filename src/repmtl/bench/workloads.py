@@ -40,7 +40,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class Problem:
-    """One workload instance: ``losses(model)`` runs the forward pass on the fixed batch."""
+    """One workload instance: ``forward()`` runs the model on the fixed batch."""
 
     name: str
     model: MultiTaskModel

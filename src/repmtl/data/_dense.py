@@ -33,7 +33,7 @@ def carve_validation(num_files: int, fraction: float, seed: int) -> tuple[list[i
     ``(num_files, fraction, seed)`` always gives the same split, whatever the run's seed."""
     if not 0 <= fraction < 1:
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
-    n_val = 0 if fraction == 0 else max(1, int(round(num_files * fraction)))
+    n_val = 0 if fraction == 0 else max(1, round(num_files * fraction))
     if n_val >= num_files:
         raise ValueError(f"cannot hold out {n_val} of {num_files} training files for validation")
     order = np.random.default_rng(seed).permutation(num_files)

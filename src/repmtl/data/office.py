@@ -85,7 +85,7 @@ class ImageListDataset(Dataset):
             with Image.open(path) as img:
                 img = img.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
                 array = np.asarray(img, dtype=np.float32) / 255.0
-        except Exception as exc:  # noqa: BLE001 - reported with the file name
+        except Exception as exc:
             raise CorruptSampleError(f"{path}: cannot be read as an image ({exc})") from exc
         image = (torch.from_numpy(array).permute(2, 0, 1) - self._mean) / self._std
         return image, torch.tensor(self.labels[index])
@@ -134,8 +134,8 @@ def _domain_from_folders(root: Path, domain: str, seed: int) -> dict[str, tuple[
     for label, cls in enumerate(classes):
         files = sorted(p for p in (base / cls).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         order = rng.permutation(len(files))
-        n_train = int(round(FRACTIONS[0] * len(files)))
-        n_val = int(round(FRACTIONS[1] * len(files)))
+        n_train = round(FRACTIONS[0] * len(files))
+        n_val = round(FRACTIONS[1] * len(files))
         bounds = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
         for split, idx in bounds.items():
             out[split][0].extend(files[i] for i in sorted(idx))

@@ -165,7 +165,7 @@ def _weights(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """(layer name, weight) for every parameter with ≥ 2 dims; ``"conv.weight"`` -> ``"conv"``."""
     for name, param in module.named_parameters():
         if param.ndim >= 2:
-            yield (name[: -len(".weight")] if name.endswith(".weight") else name), param
+            yield (name.removesuffix(".weight")), param
 
 
 def module_alphas(module: nn.Module, *, conv: ConvMode = "slices", min_evals: int = 10) -> dict[str, float]:

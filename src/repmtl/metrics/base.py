@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 
@@ -16,7 +17,7 @@ class StreamingMetric(ABC):
     (``docs/formulas.md#evaluation-relative-improvement``).
     """
 
-    lower_is_better: dict[str, bool] = {}
+    lower_is_better: ClassVar[dict[str, bool]] = {}
 
     @abstractmethod
     def reset(self) -> None: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from repmtl.metrics.base import StreamingMetric
@@ -10,7 +12,7 @@ from repmtl.metrics.base import StreamingMetric
 class Accuracy(StreamingMetric):
     """Top-1 accuracy in percent over all samples seen since ``reset``."""
 
-    lower_is_better = {"acc": False}
+    lower_is_better: ClassVar[dict[str, bool]] = {"acc": False}
 
     def __init__(self) -> None:
         self.reset()

@@ -16,6 +16,8 @@ different numbers of valid pixels). Both are plain fractions (no ×100). For Cit
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from repmtl.metrics.base import StreamingMetric
@@ -37,7 +39,7 @@ def _check_depth_shapes(prediction: torch.Tensor, target: torch.Tensor, name: st
 class DepthMetric(StreamingMetric):
     """``abs_err`` and ``rel_err`` (both lower-is-better) over valid pixels."""
 
-    lower_is_better = {"abs_err": True, "rel_err": True}
+    lower_is_better: ClassVar[dict[str, bool]] = {"abs_err": True, "rel_err": True}
 
     def __init__(self) -> None:
         self.reset()

@@ -30,7 +30,7 @@ pixels with angle ``< t``, higher is better). Mean and the three fractions are e
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -64,7 +64,7 @@ class NormalMetric(StreamingMetric):
         resolution: histogram bin width in degrees.
     """
 
-    lower_is_better = {
+    lower_is_better: ClassVar[dict[str, bool]] = {
         "mean_angle": True,
         "median_angle": True,
         "within_11.25": False,

@@ -16,6 +16,8 @@ reported by ``compute`` as an error, since checking them in ``update`` would nee
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from repmtl.metrics.base import StreamingMetric
@@ -46,7 +48,7 @@ class SegmentationMetric(StreamingMetric):
         ignore_index: label of unlabelled pixels (−1 in the NYUv2/Cityscapes releases).
     """
 
-    lower_is_better = {"miou": False, "pix_acc": False}
+    lower_is_better: ClassVar[dict[str, bool]] = {"miou": False, "pix_acc": False}
 
     def __init__(self, num_classes: int, ignore_index: int = -1) -> None:
         if num_classes < 1:

@@ -104,7 +104,7 @@ def with_attention(model: MultiTaskModel, channels: int, **attention_kwargs) -> 
     heads: dict[str, nn.Module] = {}
     for name, head in model.heads.items():
         if isinstance(head, AttentionHead):
-            raise ValueError(f"head {name!r} already has an attention module")
+            raise ValueError(f"head {name!r} already has an attention module")  # noqa: TRY004 - a state, not a type error
         wrapped = AttentionHead(head, channels, **attention_kwargs)
         ref = next(iter(head.parameters()), None)
         if ref is not None:

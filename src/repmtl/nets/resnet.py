@@ -73,7 +73,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - reported with the file name
+    except Exception as exc:
         raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({exc})") from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
