@@ -69,7 +69,7 @@ class PerShard(Regularizer):
     def forward(self, saliency, losses, *, multi_input=False):
         parts = [self.inner(s, losses, multi_input=multi_input) for s in torch.tensor_split(saliency, self.shards, dim=1)]
         return [
-            Penalty(first.name, torch.stack([p[i].value for p in parts]).mean(), first.weight)
+            Penalty(first.name, torch.stack([p[i].value for p in parts]).mean(), first.weight, first.flow)
             for i, first in enumerate(parts[0])
         ]
 
