@@ -1,3 +1,5 @@
+import importlib.util
+
 from typer.testing import CliRunner
 
 from repmtl.cli import app
@@ -77,6 +79,21 @@ def test_compare_lists_runs_side_by_side(tmp_path):
     rows = [line.split("│")[1].strip() for line in result.stdout.splitlines() if line.count("│") > 2]
     assert {"STL", "ew", "gls"} <= set(rows), result.stdout
     assert result.stdout.count("Δp_task") == 1  # one column, not one table per run
+
+
+def test_compare_without_matplotlib_names_the_extra(tmp_path, monkeypatch):
+    base = ["train", "--out", str(tmp_path), "--epochs", "1", "--max-steps", "2", "--no-progress"]
+    assert runner.invoke(app, base).exit_code == 0
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    result = runner.invoke(app, ["compare", str(tmp_path / "multidigits" / "ew-seed0"), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    assert "pip install 'repmtl[plots]'" in result.output  # rich markup must not eat "[plots]"
+
+
+def test_sweep_help_names_the_cluster_extra():
+    result = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"})
+    assert "[cluster] extra" in result.output
 
 
 def test_compare_refuses_unfinished_runs(tmp_path):

@@ -25,7 +25,7 @@ def sweep(
     workers: Annotated[int, typer.Option(help="Local worker processes (1: run in this process, one by one); "
                                               "with --cluster, the most jobs submitted at once.")] = 1,
     cluster: Annotated[str | None, typer.Option(help="Run the jobs through submitit: slurm, or local "
-                                                        "(needs the [cluster] extra).")] = None,
+                                                        "(needs the \\[cluster] extra).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads per job (default: cores / workers).")]
     = None,
     dry_run: Annotated[bool, typer.Option(help="Only list the jobs and whether each is new, resumed or "
@@ -88,7 +88,7 @@ def compare(
         err.print("pass --out DIR to write Markdown, CSV, LaTeX and the plots")
         return
     if plots and importlib.util.find_spec("matplotlib") is None:
-        err.print("[yellow]warning:[/] no figures: matplotlib is missing; pip install 'repmtl[plots]'")
+        err.print("[yellow]warning:[/] no figures: matplotlib is missing; pip install 'repmtl\\[plots]'")
     written = write_comparison(comparisons, target, plots=plots)
     out.print(f"wrote {len(written)} files to {target} (start with {target / 'compare.md'})")
 
