@@ -8,7 +8,7 @@ import torch
 
 from repmtl.benchmarks import BuildOptions
 from repmtl.data import get_benchmark
-from repmtl.data._dense import carve_validation
+from repmtl.data._dense import carve_validation, parse_size
 from repmtl.data._npy import CorruptSampleError, DatasetLayoutError, NpyDenseDataset
 from repmtl.data.cityscapes import cityscapes_splits
 from repmtl.data.nyuv2 import TARGETS, nyuv2_splits
@@ -150,3 +150,25 @@ def test_presets_build_from_a_data_root(tmp_path):
         bench.splits(BuildOptions(data_root=tmp_path))
     with pytest.raises(ValueError, match="data root"):
         bench.splits(BuildOptions())
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [("48x64", (48, 64)), ("(48, 64)", (48, 64)), ([24, 32], (24, 32)), (16, (16, 16)), ("None", None)],
+)
+def test_size_options_read_height_and_width(given, expected):
+    assert parse_size({"size": given}, "size", (1, 1)) == expected
+    assert parse_size({}, "size", (1, 1)) == (1, 1)
+
+
+@pytest.mark.parametrize("given", ["16-24", "x", [16], (0, 4), "big", True])
+def test_a_bad_size_option_names_the_option(given):
+    with pytest.raises(ValueError, match="option size=.*HEIGHTxWIDTH"):
+        parse_size({"size": given}, "size", (1, 1))
+
+
+def test_synthscenes_size_option_from_the_cli_form():
+    splits = get_benchmark("synthscenes").splits(BuildOptions(extra={"size": "16x24", "n_train": 2, "n_val": 1,
+                                                                    "n_test": 1}))
+    image, _ = splits.train[0]
+    assert image.shape[-2:] == (16, 24)

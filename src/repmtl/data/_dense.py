@@ -2,7 +2,8 @@
 ``.npy`` reader (:mod:`repmtl.data._npy`): the task names and :func:`dense_tasks` (losses +
 metrics), :func:`carve_validation` (a fixed, seeded part of the training files held out for model
 selection: the official ``val`` folder is the test split, as in the papers), :func:`npy_splits`,
-and the ``--option`` parsing (:func:`parse_extra`, :func:`split_options`, :func:`make_augment`).
+and the ``--option`` parsing (:func:`parse_extra`, :func:`parse_size`, :func:`split_options`,
+:func:`make_augment`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,27 @@ def parse_extra(extra: Mapping[str, object], key: str, default: Any, cast: Calla
     return cast(value)
 
 
+def parse_size(extra: Mapping[str, object], key: str, default: tuple[int, int] | None) -> tuple[int, int] | None:
+    """An image size option: ``HxW`` (``48x64``), a pair (``(48, 64)`` or a TOML list), one
+    integer (a square) or ``None``; anything else is refused with the option's name."""
+    if key not in extra:
+        return default
+    value = extra[key]
+    if isinstance(value, str):
+        height, sep, width = value.lower().partition("x")
+        if sep and height.strip().isdigit() and width.strip().isdigit():
+            return int(height), int(width)
+    value = parse_extra(extra, key, default)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value, value
+    if (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"option {key}={extra[key]!r}: expected HEIGHTxWIDTH, e.g. 48x64")
+
+
 def make_augment(specs: Sequence[TargetSpec], enabled: bool, scales: Sequence[float] = (1.0, 1.2, 1.5)) -> DenseAugment | None:
     """The training augmentation (scale-crop and flip) of ``specs``' targets, or ``None``."""
     if not enabled:
@@ -125,5 +147,5 @@ def split_options(extra: Mapping[str, object], image_size: tuple[int, int]) -> d
         "val_fraction": float(parse_extra(extra, "val_fraction", 0.1)),
         "split_seed": int(parse_extra(extra, "split_seed", 0)),
         "augment": bool(parse_extra(extra, "augment", True)),
-        "image_size": parse_extra(extra, "image_size", image_size, lambda v: None if v is None else tuple(v)),
+        "image_size": parse_size(extra, "image_size", image_size),
     }

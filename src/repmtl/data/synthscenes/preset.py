@@ -10,7 +10,7 @@ from repmtl.benchmarks import (
     TrainDefaults,
     register_benchmark,
 )
-from repmtl.data._dense import dense_tasks, parse_extra
+from repmtl.data._dense import dense_tasks, parse_extra, parse_size
 from repmtl.data.synthscenes.dataset import (
     IMAGE_SIZE,
     SIZES,
@@ -34,7 +34,7 @@ def _splits(options: BuildOptions) -> Splits:
     return synthscenes_splits(
         seed=int(parse_extra(extra, "data_seed", 0)),
         sizes=sizes,
-        size=tuple(parse_extra(extra, "size", IMAGE_SIZE)),
+        size=parse_size(extra, "size", IMAGE_SIZE),
         augment=bool(parse_extra(extra, "augment", False)),
         views=int(parse_extra(extra, "views", 1)),
     )
