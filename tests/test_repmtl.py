@@ -39,7 +39,7 @@ def _cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x @ y) / (x.norm() * y.norm())
 
 
-def naive_csa(s: torch.Tensor, tau: float = 1.0, include_positive: bool = False) -> torch.Tensor:
+def naive_csa(s: torch.Tensor, tau: float = 2.0, include_positive: bool = False) -> torch.Tensor:
     s = s.reshape(*s.shape[:3], -1)
     num_tasks, batch, _channels, _ = s.shape
     anchors = []

@@ -78,7 +78,7 @@ def train(
     regularizer_arg: Annotated[list[str] | None, typer.Option("--regularizer-arg", help="Regularizer hyper-parameter key=value (repeatable).")] = None,
     lambda_tsr: Annotated[float | None, typer.Option(help="Rep-MTL: TSR strength λ_tsr (default 0.9).")] = None,
     lambda_csa: Annotated[float | None, typer.Option(help="Rep-MTL: CSA strength λ_csa (default 0.9).")] = None,
-    tau: Annotated[float | None, typer.Option(help="Rep-MTL: CSA temperature τ (default 1.0).")] = None,
+    tau: Annotated[float | None, typer.Option(help="Rep-MTL: CSA temperature τ (default 2.0).")] = None,
     loss_transform: Annotated[str | None, typer.Option(help="none | log (default: the method's; log for Rep-MTL).")] = None,
     single_task: Annotated[str | None, typer.Option(help="Train one single-task baseline for this task only.")] = None,
     seed: int = 0,

@@ -22,7 +22,7 @@ spatially averaged saliencies; cosine similarities of the vectorised matrices; p
 ``(Â_b, M_t[b])``, negatives ``(Â_b, Â_k)``, ``k ≠ b``;
 ``L_csa = mean_{b,t} −log(exp(sim(Â_b, M_t[b])/τ) / D_b)`` with the printed denominator
 ``D_b = Σ_{k≠b} exp(sim(Â_b, Â_k)/τ)`` (default) or the standard InfoNCE one that also holds
-the positive (``include_positive=True``). ``τ = 1`` (*Decision*: the paper gives none; chosen
+the positive (``include_positive=True``). ``τ = 2`` (*Decision*: the paper gives none; chosen
 on validation, ``docs/rep-mtl.md``, "Study").
 No ``C×C`` matrix of a task affinity is ever formed unless ``C ≤ HW``: the Frobenius identities
 ``⟨SSᵀ, AAᵀ⟩ = ‖AᵀS‖²``, ``‖SSᵀ‖ = ‖SᵀS‖`` (the smaller of ``C×C`` and ``HW×HW``) and
@@ -76,7 +76,7 @@ def tsr_loss(saliency: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 def csa_loss(
-    saliency: torch.Tensor, tau: float = 1.0, include_positive: bool = False, eps: float = 1e-8
+    saliency: torch.Tensor, tau: float = 2.0, include_positive: bool = False, eps: float = 1e-8
 ) -> torch.Tensor:
     """Cross-task Saliency Alignment: contrast each sample's cross-task anchor with its task
     affinities (positives) and other samples' anchors (negatives), via Gram identities (Eq. 9;
@@ -126,7 +126,7 @@ class RepMTL(Regularizer):
     """Rep-MTL's penalties ``λ_tsr L_tsr + λ_csa L_csa`` on the task saliencies.
 
     Defaults (*Decisions*, ``docs/formulas.md#rep-mtl-objective``): ``λ_tsr = λ_csa = 0.9`` (the
-    middle of the paper's grid {0.7, 0.9, 1.1, 1.3, 1.5}); ``τ = 1`` (the paper gives none); the
+    middle of the paper's grid {0.7, 0.9, 1.1, 1.3, 1.5}); ``τ = 2`` (the paper gives none); the
     printed CSA denominator.
     ``tsr=False`` / ``csa=False`` are the paper's ablations (CSA only / TSR only).
 
@@ -135,7 +135,7 @@ class RepMTL(Regularizer):
     encoder's incoming gradient is ``Σ_t w_t S_t + ∂(penalties)/∂Z``; heads get their task
     gradients); ``"exact"`` is the gradient of the printed objective, reaching the heads (through
     ``S``) and the encoder (through ``Z``); ``"heads"`` sends it to the heads only. The defaults
-    (``τ = 1``, ``"representation"``) were chosen on validation Δp_task; ``gradient_flow="exact",
+    (``τ = 2``, ``"representation"``) were chosen on validation Δp_task; ``gradient_flow="exact",
     tau=0.1`` is the literal objective at the previous defaults.
     """
 
@@ -145,7 +145,7 @@ class RepMTL(Regularizer):
         self,
         lambda_tsr: NonNegative = 0.9,
         lambda_csa: NonNegative = 0.9,
-        tau: Positive = 1.0,
+        tau: Positive = 2.0,
         tsr: bool = True,
         csa: bool = True,
         include_positive: bool = False,
