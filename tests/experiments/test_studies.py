@@ -4,6 +4,7 @@ chosen so every figure can be checked by hand."""
 import csv
 import io
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -209,6 +210,49 @@ def test_data_study_compares_each_condition_with_clean_data(tmp_path):
     assert noisy["left_mtl_vs_stl"] == pytest.approx((45.5 - 30.0) / 30.0 * 100)
     assert noisy["right_stl_change"] == pytest.approx(0.0) and noisy["right_mtl_change"] == pytest.approx(0.0)
     assert rows["clean, all data"]["left_mtl_change"] == pytest.approx(0.0)
+
+
+def test_data_recipe_adds_whole_scene_conditions_at_one_views_setting(tmp_path):
+    from repmtl.experiments.studies.data import FRACTIONS, VIEWS
+
+    path = tmp_path / "data.toml"
+    path.write_text(STUDIES["data"].recipe(["multidigits", "synthscenes"], [0], TINY))
+    sweep = load_sweep(path)
+    options = {b.name: [] for b in sweep.benchmarks}
+    for entry in sweep.benchmarks:
+        options[entry.name].append(dict(entry.fields.get("options") or {}))
+    scenes = options["perturbed-synthscenes"]
+    assert all(o.get("views") == VIEWS for o in scenes)  # its own clean reference included
+    assert {"views": VIEWS} in scenes
+    assert sorted(o["scenes"] for o in scenes if "scenes" in o) == sorted(round(2048 / VIEWS * f) for f in FRACTIONS)
+    assert not any("views" in o or "scenes" in o for o in options["perturbed-multidigits"])
+
+
+def test_data_study_compares_whole_scenes_with_the_clean_run_at_the_same_views(tmp_path):
+    conditions = {"clean": ({"views": 4}, 50.0), "scenes": ({"views": 4, "scenes": 256}, 40.0),
+                  "half": ({"views": 4, "fraction": 0.5}, 45.0)}
+    for name, (options, acc) in conditions.items():
+        config = TrainConfig(benchmark="perturbed-synthscenes", method="ew", epochs=1, options=options,
+                             name=f"ew-{name}")
+        write_baselines(tmp_path, config, {"segmentation": {"miou": acc / 2}, "depth": {"abs_err": 0.5},
+                                           "normal": {"mean": 30.0}})
+        write_run(tmp_path, config, {"segmentation": {"miou": acc}, "depth": {"abs_err": 0.5},
+                                     "normal": {"mean": 30.0}})
+    output = STUDIES["data"].analyse(_records(tmp_path))
+    (table,) = output.tables
+    rows = {r["condition"]: r for r in table.data}
+    assert list(rows) == ["clean, all data (4 views per room)", "0.5 of the training data (4 views per room)",
+                          "256 whole scenes (4 views per room)"]
+    assert rows["256 whole scenes (4 views per room)"]["segmentation_mtl_change"] == pytest.approx(-20.0)
+    assert rows["0.5 of the training data (4 views per room)"]["segmentation_stl_change"] == pytest.approx(-10.0)
+    assert output.plot_data["panels"][0]["conditions"] == list(rows)[1:]
+    assert not any("no clean" in w for w in output.warnings)
+    # without the clean run at the same views, the change is n/a with a warning naming it
+    for path in tmp_path.rglob("ew-clean*"):
+        shutil.rmtree(path)
+    output = STUDIES["data"].analyse(_records(tmp_path))
+    assert any("no clean, full-data runs (clean, all data (4 views per room))" in w for w in output.warnings)
+    assert all(r["segmentation_mtl_change"] is None for r in output.tables[0].data)
 
 
 def test_perturbed_labels_are_fixed_noisy_and_only_in_training():

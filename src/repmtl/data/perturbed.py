@@ -55,7 +55,7 @@ from repmtl.data import cityscapes, multidigits, nyuv2, office, synthscenes  # n
 from repmtl.model import MultiTaskModel
 from repmtl.tasks import Task
 
-__all__ = ["BASES", "NoisyLabels", "corrupt", "perturbed", "whole_scenes"]
+__all__ = ["BASES", "NoisyLabels", "corrupt", "perturbed", "whole_scenes", "whole_scenes_available"]
 
 #: benchmarks that get a ``perturbed-`` variant
 BASES = ("multidigits", "synthscenes", "nyuv2", "cityscapes", "office31", "officehome")
@@ -154,6 +154,17 @@ def whole_scenes(data: Dataset, scenes: int, seed: int, benchmark: str) -> Subse
                          f"{benchmark}), got {scenes}")
     kept = {distinct[i] for i in np.random.default_rng([seed, 2]).permutation(len(distinct))[:scenes]}
     return Subset(data, [i for i, scene in enumerate(ids) if scene in kept])
+
+
+def whole_scenes_available(benchmark: str, views: int) -> int:
+    """How many whole training scenes ``benchmark`` has at ``views`` camera views per scene
+    (its default sizes), or 0 when it has no ``views`` option or needs a data folder."""
+    bench = registered()[benchmark]
+    if "views" not in bench.options or bench.needs_data_root or bench.multi_input:
+        return 0
+    train = bench.splits(BuildOptions(extra={"views": views})).train
+    scene_ids = getattr(train, "scene_ids", None)
+    return len(set(scene_ids())) if scene_ids is not None else 0
 
 
 def perturbed(base: Benchmark) -> Benchmark:

@@ -16,8 +16,12 @@ Analysis, per benchmark and condition, for each task's primary metric (means ove
 * ``MTL vs STL``: the multi-task result against the single-task one of the same condition,
   the same relative change (Δp of that task).
 
-Whole scenes or sources as subsets (Guo et al.'s NYUv2 scenes, Office domains) are not part
-of this recipe; ``fraction_task`` restricts a subset to one task's data on multi-input benchmarks.
+Whole scenes (Guo et al.'s NYUv2 scenes): on a benchmark whose samples come in camera views of
+one scene (``synthscenes`` with ``views``), every condition of the recipe is trained at
+:data:`VIEWS` views per room, including its own clean reference, and each fraction of the data
+is also taken as that fraction of whole scenes (``scenes``): the same amount of data from fewer
+distinct rooms. Office has no whole-source subset (each source is a task); ``fraction_task``
+restricts a subset to one task's data on multi-input benchmarks.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 from repmtl.benchmarks import BuildOptions
 from repmtl.data import get_benchmark
-from repmtl.data.perturbed import OPTIONS
+from repmtl.data.perturbed import OPTIONS, whole_scenes_available
 from repmtl.experiments.aggregate import Comparison, Setting, summarize
 from repmtl.experiments.runs import RunRecord
 from repmtl.experiments.studies.base import (
@@ -40,11 +44,16 @@ from repmtl.experiments.studies.base import (
     toml_value,
 )
 
-__all__ = ["FRACTIONS", "NOISE", "analyse", "recipe"]
+__all__ = ["FRACTIONS", "NOISE", "VIEWS", "analyse", "recipe"]
 
 #: noise per target kind (classification / segmentation: a rate; depth / normals: a std)
 NOISE = {"segmentation": 0.5, "classification": 0.5, "depth": 0.5, "normal": 0.5}
 FRACTIONS = (0.5, 0.25)
+#: camera views per room on benchmarks with whole scenes (``views``): 2048 images of 512 rooms
+VIEWS = 4
+#: options that shape the data set itself rather than perturb it: a condition's clean reference
+#: is the run with the same values of these
+STRUCTURE = ("views",)
 METHOD = "ew"
 
 
@@ -64,6 +73,10 @@ def recipe(benchmarks: Sequence[str], seeds: Sequence[int], budget: Budget) -> s
         conditions: list[dict[str, Any]] = [{}]
         conditions += [{"noise_task": t, "noise": NOISE[_kind(t)]} for t in tasks]
         conditions += [{"fraction": f} for f in FRACTIONS]
+        scenes = whole_scenes_available(name, VIEWS)
+        if scenes:
+            conditions += [{"scenes": max(1, round(scenes * f))} for f in FRACTIONS]
+            conditions = [{"views": VIEWS, **c} for c in conditions]
         entries += [f"  {{ name = {toml_value(name)}, options = {toml_value(c)} }},\n" if c else
                     f"  {{ name = {toml_value(name)} }},\n" for c in conditions]
     text = text.replace("benchmarks = []\n", "benchmarks = [\n" + "".join(entries) + "]\n")
@@ -71,23 +84,36 @@ def recipe(benchmarks: Sequence[str], seeds: Sequence[int], budget: Budget) -> s
 
 
 def _condition(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (options or {}).items() if k in OPTIONS}
+    return {k: v for k, v in (options or {}).items() if k in OPTIONS or k in STRUCTURE}
+
+
+def _clean_of(condition: Mapping[str, Any]) -> dict[str, Any]:
+    """The clean, full-data reference of a condition: the same data structure, nothing perturbed."""
+    return {k: v for k, v in condition.items() if k in STRUCTURE}
 
 
 def _condition_label(condition: Mapping[str, Any]) -> str:
-    if not condition:
-        return "clean, all data"
+    views = f" ({condition['views']} views per room)" if "views" in condition else ""
+    perturbation = {k: v for k, v in condition.items() if k not in STRUCTURE}
+    if not perturbation:
+        return "clean, all data" + views
     parts = []
+    if "scenes" in condition:
+        parts.append(f"{condition['scenes']} whole scenes")
     if "noise_task" in condition:
         parts.append(f"noise on {condition['noise_task']} ({condition.get('noise')})")
     if "fraction" in condition:
         parts.append(f"{float(condition['fraction']):g} of the training data"
                      + (f" of {condition['fraction_task']}" if "fraction_task" in condition else ""))
-    return ", ".join(parts)
+    return ", ".join(parts) + views
 
 
 def _key(options: Mapping[str, Any] | None) -> str:
     return json.dumps(_condition(options), sort_keys=True)
+
+
+def _clean_key(condition: str) -> str:
+    return _key(_clean_of(json.loads(condition)))
 
 
 def _change(value: float | None, reference: float | None, lower: bool) -> float | None:
@@ -115,12 +141,13 @@ def _benchmark(comparison: Comparison, output: StudyOutput) -> None:
     for row in comparison.baselines:
         for task in row.metrics:
             stl.setdefault(_key(row.config.get("options")), {})[task] = row
-    conditions = sorted(set(mtl) | set(stl), key=lambda c: (c != "{}", c))
-    clean = "{}"
-    if clean not in conditions:
-        output.warnings.append(f"{comparison.benchmark}: no clean, full-data runs; changes are n/a")
-    rows, data, series = [], [], {}
+    conditions = sorted(set(mtl) | set(stl), key=lambda c: (c != _clean_key(c), c))
+    for missing in sorted({_clean_key(c) for c in conditions} - set(conditions)):
+        output.warnings.append(f"{comparison.benchmark}: no clean, full-data runs "
+                               f"({_condition_label(json.loads(missing))}); changes against them are n/a")
+    rows, data, series, plotted = [], [], {}, []
     for condition in conditions:
+        clean = _clean_key(condition)
         label = _condition_label(json.loads(condition))
         cells, record = [label], {"benchmark": comparison.benchmark, "condition": label}
         for task in tasks:
@@ -132,8 +159,11 @@ def _benchmark(comparison: Comparison, output: StudyOutput) -> None:
             cells += [fmt(v, signed=True) for v in values.values()]
             record.update({f"{task}/{metric}": m_c, f"{task}/{metric}_stl": s_c,
                            **{f"{task}_{k}": v for k, v in values.items()}})
-            series.setdefault(f"{task} STL", []).append(values["stl_change"])
-            series.setdefault(f"{task} MTL", []).append(values["mtl_change"])
+            if condition != clean:
+                series.setdefault(f"{task} STL", []).append(values["stl_change"])
+                series.setdefault(f"{task} MTL", []).append(values["mtl_change"])
+        if condition != clean:
+            plotted.append(label)
         rows.append(cells)
         data.append(record)
     headers = ["condition"] + [f"{t} {primary[t][0]} {h}" for t in tasks for h in ("STL Δ %", "MTL Δ %", "MTL vs STL %")]
@@ -144,9 +174,8 @@ def _benchmark(comparison: Comparison, output: StudyOutput) -> None:
           "same kind; MTL vs STL: EW against the single-task model of the same condition; positive: better; means "
           f"over seeds ({seeds} per condition)."),
          "Noise and subsets apply to the training split only; validation and test data are clean."]))
-    output.plot_data.setdefault("panels", []).append({
-        "title": comparison.benchmark, "conditions": [r[0] for r in rows[1:]] if clean in conditions else
-        [r[0] for r in rows], "series": {k: (v[1:] if clean in conditions else v) for k, v in series.items()}})
+    output.plot_data.setdefault("panels", []).append({"title": comparison.benchmark, "conditions": plotted,
+                                                      "series": series})
 
 
 def analyse(records: Sequence[RunRecord]) -> StudyOutput:
