@@ -53,6 +53,21 @@ def test_saliency_multi_input_uses_each_tasks_own_representation():
     torch.testing.assert_close(sal[1], torch.full((2, 3), 3.0))
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1 << 17])
+def test_gramian_sums_column_chunks_of_every_block_exactly(monkeypatch, chunk):
+    monkeypatch.setattr(G, "GRAMIAN_CHUNK", chunk)
+    g = torch.Generator().manual_seed(0)
+    blocks = [torch.randn(4, 5, generator=g, dtype=torch.float64), torch.randn(4, 2, generator=g, dtype=torch.float64)]
+    whole = torch.cat(blocks, dim=1)
+    torch.testing.assert_close(G.gramian(*blocks), whole @ whole.T)
+    torch.testing.assert_close(G.gramian(whole), whole @ whole.T)
+    leaf = whole.clone().requires_grad_(True)
+    G.gramian(leaf).trace().backward()  # d tr(J Jᵀ) / dJ = 2J
+    torch.testing.assert_close(leaf.grad, 2 * whole)
+    with pytest.raises(ValueError, match="at least one"):
+        G.gramian()
+
+
 def test_gramian_and_unflatten_roundtrip():
     jac = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]])
     torch.testing.assert_close(G.gramian(jac), torch.tensor([[5.0, 2.0], [2.0, 2.0]]))

@@ -92,8 +92,14 @@ def _clean_of(condition: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in condition.items() if k in STRUCTURE}
 
 
-def _condition_label(condition: Mapping[str, Any]) -> str:
-    views = f" ({condition['views']} views per room)" if "views" in condition else ""
+def _structure_label(condition: Mapping[str, Any]) -> str:
+    return f"{condition['views']} views per room" if "views" in condition else ""
+
+
+def _condition_label(condition: Mapping[str, Any], *, structure: bool = True) -> str:
+    """``structure=False``: leave out the data structure (``views``), e.g. when a table's title
+    states it for every row."""
+    views = f" ({_structure_label(condition)})" if structure and "views" in condition else ""
     perturbation = {k: v for k, v in condition.items() if k not in STRUCTURE}
     if not perturbation:
         return "clean, all data" + views
@@ -145,10 +151,13 @@ def _benchmark(comparison: Comparison, output: StudyOutput) -> None:
     for missing in sorted({_clean_key(c) for c in conditions} - set(conditions)):
         output.warnings.append(f"{comparison.benchmark}: no clean, full-data runs "
                                f"({_condition_label(json.loads(missing))}); changes against them are n/a")
+    structures = {_structure_label(json.loads(c)) for c in conditions}
+    common = structures.pop() if len(structures) == 1 else ""
+    title = comparison.benchmark + (f" ({common})" if common else "")
     rows, data, series, plotted = [], [], {}, []
     for condition in conditions:
         clean = _clean_key(condition)
-        label = _condition_label(json.loads(condition))
+        label = _condition_label(json.loads(condition), structure=not common)
         cells, record = [label], {"benchmark": comparison.benchmark, "condition": label}
         for task in tasks:
             metric, lower = primary[task]
@@ -169,12 +178,12 @@ def _benchmark(comparison: Comparison, output: StudyOutput) -> None:
     headers = ["condition"] + [f"{t} {primary[t][0]} {h}" for t in tasks for h in ("STL Δ %", "MTL Δ %", "MTL vs STL %")]
     seeds = sorted({len(s.runs) for s in mtl.values()})
     output.tables.append(StudyTable(
-        f"{comparison.benchmark}: single- and multi-task learning under each data condition", headers, rows, data,
+        f"{title}: single- and multi-task learning under each data condition", headers, rows, data,
         [("STL Δ / MTL Δ: relative change of the task's primary test metric against the clean, full-data run of the "
           "same kind; MTL vs STL: EW against the single-task model of the same condition; positive: better; means "
           f"over seeds ({seeds} per condition)."),
          "Noise and subsets apply to the training split only; validation and test data are clean."]))
-    output.plot_data.setdefault("panels", []).append({"title": comparison.benchmark, "conditions": plotted,
+    output.plot_data.setdefault("panels", []).append({"title": title, "conditions": plotted,
                                                       "series": series})
 
 
