@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -184,6 +185,62 @@ delta_m = 1.25
     assert "*EW (published [1])*" in text and "39.50" in text and "+1.25" in text
     assert "A. Author et al., Venue 2099, Table 1" in text
     assert r"\textit{EW} [1]" in latex([comparison])
+
+
+def _published_ranking(tmp_path, rows: dict[str, tuple[str, float]]) -> Path:
+    path = tmp_path / "ranking.toml"
+    path.write_text("".join(f"""
+[[result]]
+benchmark = "qm9"
+shown_for = ["{BENCH}"]
+method = "{label}"
+ours = {ours}
+source = "A. Author et al., Venue 2099, Table 2"
+delta_m = {value}
+""" for label, (ours, value) in rows.items()))
+    return path
+
+
+def test_rank_agreement_pairs_named_rows_and_ranks_by_delta_m(tmp_path):
+    # our Δm: ew −(Δp_metric); pcgrad better than ew, mgda worse (hand-set seg/depth numbers)
+    base = {"seg": {"miou": 40.0}, "depth": {"abs_err": 0.5}}
+    ours = {"ew": (44.0, 0.5), "pcgrad": (48.0, 0.45), "mgda": (40.0, 0.6), "uw": (42.0, 0.5)}
+    for method, (miou, err) in ours.items():
+        config = _config(method, 0, loss_transform="none")  # as the trainer records it: resolved
+        write_baselines(tmp_path, config, base)
+        write_run(tmp_path, config, {"seg": {"miou": miou}, "depth": {"abs_err": err}})
+    # ew+log is a second EW row: the published SI names it, LS names plain EW only
+    config = _config("ew", 0, loss_transform="log", name="ew-log-seed0")
+    write_run(tmp_path, config, {"seg": {"miou": 30.0}, "depth": {"abs_err": 0.9}})
+    same_order = {"LS": ('{ method = "ew", loss_transform = "none" }', 10.0), "PCGrad": ('"pcgrad"', 5.0),
+                  "MGDA": ('"mgda"', 20.0), "UW": ('"uw"', 12.0), "SI": ('{ method = "ew", loss_transform = "log" }', 30.0),
+                  "RLW": ('"rlw"', 1.0)}  # no RLW run of ours: not paired
+    comparison = _only(tmp_path, published=load_published(_published_ranking(tmp_path, same_order)))
+    agreement = comparison.agreement
+    assert agreement is not None and agreement.key == "delta_m" and len(agreement.pairs) == 5
+    assert agreement.spearman == pytest.approx(1.0) and agreement.kendall == pytest.approx(1.0)
+    assert "Spearman ρ = +1.00" in markdown([comparison]) and len(comparison.published) == 6
+    # reverse two of them: one discordant pair of 10 → τ = (9 − 1) / 10, ρ = 1 − 6·2/(5·24)
+    swapped = {**same_order, "PCGrad": ('"pcgrad"', 10.5)}
+    comparison = _only(tmp_path, published=load_published(_published_ranking(tmp_path, swapped)))
+    assert comparison.agreement.kendall == pytest.approx(0.8)
+    assert comparison.agreement.spearman == pytest.approx(0.9)
+    # a name that matches two of our rows is left out with a warning; too few pairs: no agreement
+    ambiguous = {"EW": ('"ew"', 1.0), "MGDA": ('"mgda"', 2.0), "UW": ('"uw"', 3.0)}
+    comparison = _only(tmp_path, published=load_published(_published_ranking(tmp_path, ambiguous)))
+    assert comparison.agreement is None
+    assert any("published EW matches 2 of our rows" in w for w in comparison.warnings)
+    assert any("2 of our rows pair" in w for w in comparison.warnings)
+
+
+def test_published_ours_and_shown_for_are_checked(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[[result]]\nbenchmark = "x"\nmethod = "EW"\nsource = "s"\nours = { level = "parameters" }\n')
+    with pytest.raises(ValueError, match=r"result #1: `ours` must be a method name or a table"):
+        load_published(path)
+    path.write_text('[[result]]\nbenchmark = "x"\nmethod = "EW"\nsource = "s"\nshown_for = "y"\n')
+    with pytest.raises(ValueError, match=r"result #1: `shown_for` must be a list"):
+        load_published(path)
 
 
 def test_published_file_errors_name_the_entry(tmp_path):

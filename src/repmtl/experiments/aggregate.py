@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from repmtl import methods as M
+from repmtl.experiments.agreement import OurRow, RankAgreement, rank_agreement
 from repmtl.experiments.published import PublishedResult
 from repmtl.experiments.runs import RunFolderError, RunRecord, read_run
 from repmtl.metrics.improvement import Improvement, delta_p_or_reason
@@ -115,6 +116,8 @@ class Comparison:
     settings: list[Setting]
     published: list[PublishedResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: our ranking against the published entries that name ``ours`` (None: none to compare)
+    agreement: RankAgreement | None = None
 
     def best(self, column: Column) -> set[int]:
         """Indices of the settings with the best mean in ``column`` at its printed precision
@@ -375,7 +378,7 @@ def _benchmark_comparison(benchmark: str, runs: list[RunRecord], index: Baseline
                               _decimals(values), task, metric))
     columns.append(Column("delta_p_task", "Δp_task % ↑", False, 2))
     columns.append(Column("delta_p_metric", "Δp_metric % ↑", False, 2))
-    mine = [p for p in published if p.benchmark == benchmark]
+    mine = [p for p in published if p.applies_to(benchmark)]
     if any(p.delta_m is not None for p in mine):
         columns.append(Column("delta_m", "Δm % ↓", True, 2))
     for entry in mine:
@@ -383,7 +386,10 @@ def _benchmark_comparison(benchmark: str, runs: list[RunRecord], index: Baseline
         if unknown:
             warnings.append(f"{entry.source}: published {entry.method} numbers for unknown columns {unknown} "
                             f"of {benchmark} (columns: {[c.key for c in columns if c.task]})")
-    return Comparison(benchmark, tasks, columns, baselines, settings, mine, warnings)
+    rows = [OurRow(s.label, s.config, s.delta_m.mean if s.delta_m else None,
+                   s.delta_task.mean if s.delta_task else None) for s in settings]
+    agreement = rank_agreement(rows, mine, warnings)
+    return Comparison(benchmark, tasks, columns, baselines, settings, mine, warnings, agreement)
 
 
 def _baseline_rows(stl_runs: Mapping[str, Mapping[str, RunRecord]], tasks: Sequence[str]) -> list[Setting]:

@@ -10,16 +10,21 @@ A TOML file of ``[[result]]`` tables, one per method and benchmark, each citing 
     delta_p_task = 0.0                   # optional, in percent
     delta_p_metric = 0.0                 # optional
     delta_m = 0.0                        # optional (Navon et al. 2022 convention, lower is better)
+    ours = "ew"                          # optional: our configuration it stands for (a method name,
+                                         # or a table of config fields, e.g. { method = "ew", loss_transform = "log" })
+    shown_for = ["nyuv2-small"]          # optional: further benchmark presets to show it beside
 
 Metric keys must be the task and metric names of our benchmark (``repmtl compare`` warns about
 others); values in the units we log (accuracies and mIoU in percent when our metric is).
+Entries naming ``ours`` give the rank agreement of ``repmtl compare``
+(:mod:`repmtl.experiments.agreement`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,13 @@ class PublishedResult:
     delta_p_task: float | None = None
     delta_p_metric: float | None = None
     delta_m: float | None = None
+    #: the configuration of ours this entry stands for (config field -> value); empty: none
+    ours: dict[str, Any] = field(default_factory=dict)
+    #: benchmark presets besides ``benchmark`` this entry is shown beside
+    shown_for: tuple[str, ...] = ()
+
+    def applies_to(self, benchmark: str) -> bool:
+        return benchmark == self.benchmark or benchmark in self.shown_for
 
     def value(self, key: str) -> float | None:
         """The number for a column key (``<task>/<metric>``, ``delta_p_task``, ...), if published."""
@@ -51,6 +63,21 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+def _ours(value: Any, where: str) -> dict[str, Any]:
+    if isinstance(value, str) and value:
+        return {"method": value}
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value) and (not value or "method" in value):
+        return dict(value)
+    raise ValueError(f"{where}: `ours` must be a method name or a table of config fields with `method`, "
+                     f"got {value!r}")
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise ValueError(f"{where}: `shown_for` must be a list of benchmark names, got {value!r}")
+
+
 def load_published(path: str | Path) -> list[PublishedResult]:
     """The ``[[result]]`` entries of a published-numbers file (format in the module doc)."""
     path = Path(path)
@@ -62,7 +89,8 @@ def load_published(path: str | Path) -> list[PublishedResult]:
     out = []
     for i, entry in enumerate(entries, 1):
         where = f"{path}, result #{i}"
-        allowed = {"benchmark", "method", "source", "metrics", "delta_p_task", "delta_p_metric", "delta_m"}
+        allowed = {"benchmark", "method", "source", "metrics", "delta_p_task", "delta_p_metric", "delta_m", "ours",
+                   "shown_for"}
         unknown = sorted(set(entry) - allowed)
         missing = sorted({"benchmark", "method", "source"} - set(entry))
         if unknown or missing:
@@ -73,6 +101,7 @@ def load_published(path: str | Path) -> list[PublishedResult]:
         out.append(PublishedResult(
             benchmark=str(entry["benchmark"]), method=str(entry["method"]), source=str(entry["source"]),
             metrics={str(k): _number(v, f"{where}, metrics.{k}") for k, v in metrics.items()},
+            ours=_ours(entry.get("ours", {}), where), shown_for=_names(entry.get("shown_for", []), where),
             **{k: _number(entry[k], f"{where}, {k}") for k in ("delta_p_task", "delta_p_metric", "delta_m")
                if k in entry},
         ))

@@ -53,6 +53,8 @@ def _notes(comparison: Comparison) -> list[str]:
               "budget, then averaged; bold: best of our rows.")]
     for i, entry in enumerate(comparison.published, 1):
         notes.append(f"[{i}] {entry.method}: {entry.source}")
+    if comparison.agreement is not None:
+        notes.append(comparison.agreement.describe())
     return notes + comparison.warnings
 
 
