@@ -96,8 +96,8 @@ def test_auto_measures_once_per_signature_and_returns_the_jacobian():
         torch.testing.assert_close(jac.matrix(), _manual_jacobian(losses, params))
     choices = G.measured_vectorize_choices()
     assert len(choices) == 1
-    ((device, _, shapes, num_tasks),) = choices
-    assert (device, shapes, num_tasks) == ("cpu", ((4, 3), (4,)), 2)
+    ((device, _, shapes, num_tasks, edges),) = choices
+    assert (device, shapes, num_tasks, edges) == ("cpu", ((4, 3), (4,)), 2, 0)
     G.clear_measured_vectorize()
     assert not G.measured_vectorize_choices()
 

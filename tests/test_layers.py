@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "repmtl"
 
 #: low to high; a module of layer i may import repmtl modules of layers ≤ i
 LAYERS = [
-    {"hparams", "grads", "tasks", "model", "metrics", "logkeys", "extras"},
+    {"hparams", "grads", "linear_gram", "tasks", "model", "metrics", "logkeys", "extras"},
     {"nets", "methods", "regularizers"},
     {"step", "diagnostics"},
     {"benchmarks"},

@@ -87,3 +87,48 @@ def test_shared_params_covering_part_of_the_encoder(name):
         torch.testing.assert_close(p.grad, alpha[0] * per_task[0][i] + alpha[1] * per_task[1][i])
     jac = torch.stack([torch.cat([g.flatten() for g in grads[2:]]) for grads in per_task])
     torch.testing.assert_close(record.gramian, jac @ jac.T)
+
+
+class CountingHead(nn.Module):
+    """A head that counts how often autograd runs its backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 1).double()
+        self.backwards = 0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.linear(z)
+        if out.requires_grad:
+            out.register_hook(self._count)
+        return out
+
+    def _count(self, grad: torch.Tensor) -> None:
+        self.backwards += 1
+
+
+@pytest.mark.parametrize("plain", [False, True])
+@pytest.mark.parametrize("name", ["fixed-weights", "pcgrad"])
+def test_representation_level_heads_get_their_gradient_from_the_saliency_passes(name, plain):
+    """Disjoint heads at representation level: each head's backward runs once (in its saliency
+    pass), and every parameter's gradient is the one the heads' extra pass gave before."""
+
+    def run(vectorize: bool) -> tuple[list[torch.Tensor], list[int]]:
+        torch.manual_seed(0)
+        encoder = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+        heads = {"a": CountingHead(), "b": CountingHead()}
+        x = torch.randn(6, 4, dtype=torch.float64)
+        z = encoder(x)
+        losses = {"a": heads["a"](z).pow(2).mean(), "b": (heads["b"](z) - 1).pow(2).mean() * 3}
+        method = Fixed([0.4, 1.3], plain) if name == "fixed-weights" else M.create(name, tasks=["a", "b"])
+        repmtl.backward(losses, representation=z, method=method, level="representation", vectorize=vectorize)
+        params = [*encoder.parameters(), *heads["a"].parameters(), *heads["b"].parameters()]
+        return [p.grad.clone() for p in params], [h.backwards for h in heads.values()]
+
+    torch.manual_seed(1)
+    looped, counts = run(vectorize=False)  # saliency passes give the heads' gradients
+    torch.manual_seed(1)
+    batched, _ = run(vectorize=True)  # vmap saliencies, then the heads' own pass
+    assert counts == [1, 1]
+    for got, want in zip(looped, batched, strict=True):
+        torch.testing.assert_close(got, want)

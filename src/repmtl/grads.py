@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import torch
-from torch.autograd.graph import Node
+from torch.autograd.graph import GradientEdge, Node
 
 __all__ = [
     "TaskJacobian",
@@ -47,6 +47,7 @@ __all__ = [
     "reaches",
     "representation_jacobian",
     "saliency",
+    "saliency_and_task_grads",
     "task_jacobian",
     "unflatten_like",
 ]
@@ -68,12 +69,12 @@ def jacobian_uses_vmap(vectorize: bool | None, params: Sequence[torch.Tensor]) -
     return params[0].device.type != "cpu"
 
 
-#: ``vectorize="auto"``: the measured choice per (device, dtype, parameter shapes, T)
+#: ``vectorize="auto"``: the measured choice per (device, dtype, parameter shapes, T, number of edges)
 _MEASURED: dict[tuple, bool] = {}
 
 
 def measured_vectorize_choices() -> dict[tuple, bool]:
-    """The choices ``vectorize="auto"`` measured so far (key: device, dtype, shapes, T)."""
+    """The choices ``vectorize="auto"`` measured so far (key: device, dtype, shapes, T, edges)."""
     return dict(_MEASURED)
 
 
@@ -146,16 +147,26 @@ class TaskJacobian:
         params: Sequence[torch.Tensor],
         flat: torch.Tensor | None = None,
         task_grads: Sequence[Sequence[torch.Tensor | None]] = (),
+        edge_grads: Sequence[torch.Tensor | None] = (),
+        num_tasks: int | None = None,
     ):
         self.blocks = tuple(blocks)
         self.params = tuple(params)
         self.flat = flat
         #: ``task_grads[t]``: ``∂L_t`` w.r.t. ``task_inputs[t]`` of :func:`task_jacobian` (``None``: unreached)
         self.task_grads = tuple(tuple(g) for g in task_grads)
+        #: ``edge_grads[e]``: ``(T, *shape)``, every task's gradient at ``edges[e]`` of
+        #: :func:`task_jacobian` (``None``: no task reaches it)
+        self.edge_grads = tuple(edge_grads)
+        if num_tasks is None:
+            if not self.blocks:
+                raise ValueError("a TaskJacobian without parameter blocks needs num_tasks")
+            num_tasks = self.blocks[0].shape[0]
+        self._num_tasks = num_tasks
 
     @property
     def num_tasks(self) -> int:
-        return self.blocks[0].shape[0]
+        return self._num_tasks
 
     def matrix(self) -> torch.Tensor:
         """``J`` as one ``(T, d)`` tensor: the buffer itself after the loop, one copy after ``vmap``."""
@@ -223,12 +234,17 @@ def task_jacobian(
     vectorize: Vectorize = None,
     task_inputs: Sequence[Sequence[torch.Tensor]] | None = None,
     keep_graph: bool = True,
+    edges: Sequence[GradientEdge] = (),
 ) -> TaskJacobian:
     """The task Jacobian over ``params`` as a :class:`TaskJacobian` (graph kept).
 
     ``task_inputs[t]`` (optional): further tensors, typically task ``t``'s head parameters, whose
     gradient of ``L_t`` alone is wanted; the loop gets them from the same backward as ``J``'s
     row ``t`` (no further pass through the heads), ``vmap`` from one head-only pass per task.
+
+    ``edges`` (optional): autograd edges (e.g. a layer's output) at which every task's gradient
+    is wanted too, from the same passes; kept as ``(T, *shape)`` in :attr:`TaskJacobian.edge_grads`.
+    ``params`` may then be empty.
 
     ``keep_graph=False``: the last backward frees the graph's buffers as it runs (a lower peak,
     as in a plain ``backward``), for callers that differentiate nothing through it afterwards.
@@ -239,18 +255,19 @@ def task_jacobian(
     ``vectorize``: ``True`` (vmap), ``False`` (loop), ``None`` (by device and parameter shapes),
     ``"auto"`` (measured once per model signature); see the module doc.
     """
-    params = list(params)
-    if not params:
-        raise ValueError("parameter_jacobian needs at least one parameter")
+    params, edges = list(params), list(edges)
+    if not params and not edges:
+        raise ValueError("task_jacobian needs at least one parameter or edge")
     terms = _terms(losses)
     extra = [list(x) for x in task_inputs] if task_inputs is not None else [[] for _ in terms]
     if len(extra) != len(terms):
         raise ValueError(f"{len(terms)} losses but task_inputs for {len(extra)} tasks")
     if vectorize == "auto":
-        return _measured_jacobian(terms, params, create_graph, extra, keep_graph)
+        return _measured_jacobian(terms, params, create_graph, extra, keep_graph, edges)
     if vectorize not in (None, True, False):
         raise ValueError(f"vectorize must be True, False, None or 'auto', got {vectorize!r}")
-    return _jacobian(terms, params, create_graph, jacobian_uses_vmap(vectorize, params), extra, keep_graph)
+    vmap = jacobian_uses_vmap(vectorize, params) if params else use_vmap(vectorize, terms[0])
+    return _jacobian(terms, params, create_graph, vmap, extra, keep_graph, edges)
 
 
 def _measured_jacobian(
@@ -259,13 +276,15 @@ def _measured_jacobian(
     create_graph: bool,
     extra: list[list[torch.Tensor]],
     keep_graph: bool,
+    edges: list[GradientEdge],
 ) -> TaskJacobian:
     """``vectorize="auto"``: the first call for a model signature builds ``J`` both ways, timed
     (process CPU time on the CPU, synchronised wall time on accelerators), and keeps the faster."""
-    device = params[0].device
-    key = (str(device), str(_jacobian_dtype(params)), tuple(tuple(p.shape) for p in params), len(terms))
+    device = params[0].device if params else terms[0].device
+    shapes = tuple(tuple(p.shape) for p in params)
+    key = (str(device), str(_jacobian_dtype(params)) if params else "", shapes, len(terms), len(edges))
     if key in _MEASURED:
-        return _jacobian(terms, params, create_graph, _MEASURED[key], extra, keep_graph)
+        return _jacobian(terms, params, create_graph, _MEASURED[key], extra, keep_graph, edges)
     clock = time.process_time if device.type == "cpu" else time.perf_counter
     timings: dict[bool, float] = {}
     result: dict[bool, TaskJacobian] = {}
@@ -273,7 +292,7 @@ def _measured_jacobian(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = clock()
-        result[vmap] = _jacobian(terms, params, create_graph, vmap, extra, True)  # both paths need the graph
+        result[vmap] = _jacobian(terms, params, create_graph, vmap, extra, True, edges)  # both paths need the graph
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings[vmap] = clock() - start
@@ -288,36 +307,50 @@ def _jacobian(
     vmap: bool,
     extra: list[list[torch.Tensor]],
     keep_graph: bool = True,
+    edges: Sequence[GradientEdge] = (),
 ) -> TaskJacobian:
     num_tasks = len(terms)
     if vmap:
-        grads = _batched_grad(terms, params, create_graph, retain_graph=keep_graph or any(extra))
+        grads = _batched_grad(terms, [*params, *edges], create_graph, retain_graph=keep_graph or any(extra))
         blocks = [
-            g if g is not None else p.new_zeros(num_tasks, *p.shape) for g, p in zip(grads, params, strict=True)
+            g if g is not None else p.new_zeros(num_tasks, *p.shape)
+            for g, p in zip(grads[: len(params)], params, strict=True)
         ]
         task_grads = [
             torch.autograd.grad(term, inputs, retain_graph=True, create_graph=create_graph, allow_unused=True)
             if inputs else ()
             for term, inputs in zip(terms, extra, strict=True)
         ]
-        return TaskJacobian(blocks, params, task_grads=task_grads)
+        return TaskJacobian(blocks, params, task_grads=task_grads, edge_grads=grads[len(params):], num_tasks=num_tasks)
     sizes = [p.numel() for p in params]
     # Uninitialised: every entry is written below (a zeroed buffer would cost one more pass over J).
-    flat = params[0].new_empty(num_tasks, sum(sizes), dtype=_jacobian_dtype(params))
+    flat = (params[0] if params else terms[0]).new_empty(
+        num_tasks, sum(sizes), dtype=_jacobian_dtype(params) if params else terms[0].dtype
+    )
     blocks = [chunk.view(num_tasks, *p.shape) for chunk, p in zip(flat.split(sizes, dim=1), params, strict=True)]
-    task_grads = []
+    task_grads, at_edges = [], []
     for t, (term, inputs) in enumerate(zip(terms, extra, strict=True)):
         grads = torch.autograd.grad(
-            term, [*params, *inputs], retain_graph=keep_graph or t < num_tasks - 1, create_graph=create_graph,
-            allow_unused=True,
+            term, [*params, *edges, *inputs], retain_graph=keep_graph or t < num_tasks - 1,
+            create_graph=create_graph, allow_unused=True,
         )
         for block, grad in zip(blocks, grads[: len(params)], strict=True):
             if grad is None:  # a parameter this loss does not reach
                 block[t].zero_()
             else:
                 block[t].copy_(grad)
-        task_grads.append(grads[len(params):])
-    return TaskJacobian(blocks, params, flat, task_grads)
+        at_edges.append(grads[len(params): len(params) + len(edges)])
+        task_grads.append(grads[len(params) + len(edges):])
+    edge_grads = [_stack_present([row[e] for row in at_edges]) for e in range(len(edges))]
+    return TaskJacobian(blocks, params, flat, task_grads, edge_grads, num_tasks=num_tasks)
+
+
+def _stack_present(rows: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """Stack per-task gradients, zeros for a task that does not reach them; ``None`` if none does."""
+    like = next((r for r in rows if r is not None), None)
+    if like is None:
+        return None
+    return torch.stack([r if r is not None else torch.zeros_like(like) for r in rows])
 
 
 def parameter_jacobian(
@@ -371,6 +404,23 @@ def saliency(
         total = total + term
     grads = torch.autograd.grad(total, reps, retain_graph=True, create_graph=create_graph, allow_unused=True)
     return torch.stack([g if g is not None else torch.zeros_like(z) for g, z in zip(grads, reps)])
+
+
+def saliency_and_task_grads(
+    losses: Losses, representation: torch.Tensor, task_inputs: Sequence[Sequence[torch.Tensor]]
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor | None, ...]]]:
+    """:func:`saliency` for one shared ``Z`` by the loop, each task's pass also giving
+    ``∂L_t`` w.r.t. ``task_inputs[t]`` (its head's parameters: no further pass through the heads).
+    The graph is kept for the encoder's backward."""
+    terms = _terms(losses)
+    if len(task_inputs) != len(terms):
+        raise ValueError(f"{len(terms)} losses but task_inputs for {len(task_inputs)} tasks")
+    rows, task_grads = [], []
+    for term, inputs in zip(terms, task_inputs, strict=True):
+        found = torch.autograd.grad(term, [representation, *inputs], retain_graph=True, allow_unused=True)
+        rows.append(found[0] if found[0] is not None else torch.zeros_like(representation))
+        task_grads.append(found[1:])
+    return torch.stack(rows), task_grads
 
 
 def representation_jacobian(saliencies: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,19 @@ def test_contenders_step_and_update_the_model():
     assert any(not torch.equal(b, p) for b, p in zip(before, problem.model.parameters()))
     names = [c.name for c in repmtl_contenders(["ew", "uw", "upgrad", "mgda-ub"], ["parameters", "representation"])]
     assert names == ["ew", "floor", "uw", "upgrad@param", "upgrad@repr", "mgda-ub@repr", "repmtl"]
+    full = repmtl_contenders(["upgrad", "pcgrad", "gradvac", "uw"], ["parameters"], full_jacobian=True)
+    assert [c.name for c in full if c.family == "fullJ"] == ["upgrad@param:fullJ", "pcgrad@param:fullJ"]
+
+
+def test_full_jacobian_contender_steps_like_the_factored_one():
+    """``@param:fullJ`` runs the same method with every row of J formed: the same update."""
+    results = []
+    for contender in (ours("upgrad", "parameters"), ours("upgrad", "parameters", factor_linear=False)):
+        problem = build_problem("mlp", 3, CPU)
+        contender.make(problem, 1e-2)()
+        results.append([p.detach().clone() for p in problem.model.parameters()])
+    for factored, full in zip(*results, strict=True):
+        torch.testing.assert_close(factored, full, rtol=1e-5, atol=1e-7)
 
 
 def test_libmtl_needs_a_source_folder(tmp_path):
@@ -102,13 +115,14 @@ def test_libmtl_needs_a_source_folder(tmp_path):
 def test_run_render_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main(["--workloads", "mlp", "--tasks", "2", "3", "--methods", "mgda", "--levels", "parameters",
-                 "--rounds", "2", "--warmup", "1", "--no-torchjd", "--quiet", "--out", str(out)])
+                 "--rounds", "2", "--warmup", "1", "--no-torchjd", "--quiet", "--full-jacobian", "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     assert "### mlp, T = 2" in text and "mgda@param" in text and "EW-steps per task" in text
+    assert "| × full J |" in text
     results = json.loads(out.read_text())
     group = results["groups"][0]
-    assert set(group["contenders"]) == {"ew", "floor", "mgda@param", "repmtl"}
+    assert set(group["contenders"]) == {"ew", "floor", "mgda@param", "mgda@param:fullJ", "repmtl"}
     assert group["jacobian_bytes"] == 2 * group["shared_parameters"] * 4
     assert relative(group, "ew", "ew")["ratio"] == 1.0
     assert render(results).startswith("# repmtl bench")
@@ -131,11 +145,14 @@ def test_torchjd_contender_runs_when_installed():
     pytest.importorskip("torchjd")
     from repmtl.bench.peers import torchjd_contenders
 
-    contenders, _ = torchjd_contenders(["upgrad", "mgda"], 2)
+    contenders, skipped = torchjd_contenders(["upgrad", "mgda"], 2)
     problem = build_problem("mlp", 2, CPU)
     for contender in contenders:
         contender.make(problem, 1e-3)()
-    assert [c.name for c in contenders] == ["torchjd:upgrad", "torchjd:mgda"]
+    names = [c.name for c in contenders]
+    assert "torchjd:mgda" in names  # needs no optional solver
+    # UPGrad needs TorchJD's quadprog extra: a contender when it is installed, else a stated skip
+    assert "torchjd:upgrad" in names or any(line.startswith("torchjd:upgrad skipped: ") for line in skipped)
 
 
 def test_cli_command_passes_its_options_through():

@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the profiled memory step")
     p.add_argument("--no-torchjd", dest="torchjd", action="store_false", help="skip TorchJD even if installed")
     p.add_argument("--libmtl", type=Path, default=None, help="LibMTL source folder (a clone): adds its columns")
+    p.add_argument("--full-jacobian", action="store_true",
+                   help="also run each parameter-level Gramian method forming every row of J (factor_linear=False)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="also write the results to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         workloads=tuple(args.workloads), tasks=tuple(args.tasks), methods=tuple(args.methods) if args.methods else None,
         levels=tuple(args.levels), device=args.device, threads=args.threads, rounds=args.rounds, steps=args.steps,
         warmup=args.warmup, memory=args.memory, torchjd=args.torchjd, libmtl=args.libmtl,
-        size=args.size, seed=args.seed,
+        full_jacobian=args.full_jacobian, size=args.size, seed=args.seed,
     )
 
     def progress(message: str) -> None:

@@ -6,7 +6,9 @@ all on the same :class:`~repmtl.bench.workloads.Problem` (shared model and batch
   methods at each level they define), through :func:`repmtl.backward`;
 * ``repmtl``: the Rep-MTL preset (EW + TSR + CSA on log losses);
 * ``floor``: the forward and ``T`` task backwards through head and encoder, accumulated into
-  ``.grad`` — what any exact parameter-level method must at least do with ``T`` passes.
+  ``.grad`` — what an exact parameter-level method does when it forms every row of ``J``;
+* ``<method>@param:fullJ`` (``--full-jacobian``): a Gramian method with ``factor_linear=False``,
+  the path that forms every row of ``J`` even for linear layers (``repmtl.linear_gram``).
 """
 
 from __future__ import annotations
@@ -50,8 +52,13 @@ def _create(name: str, problem: Problem) -> M.Method:
     return M.create(name, tasks=list(problem.task_names), **hparams).to(problem.inputs.device)
 
 
-def ours(name: str, level: str, *, preset: bool = False) -> Contender:
-    """A registered method at ``level`` through :func:`repmtl.backward` (``preset``: Rep-MTL)."""
+#: the family and label suffix of a Gramian method run with ``factor_linear=False``
+FULL_JACOBIAN = "fullJ"
+
+
+def ours(name: str, level: str, *, preset: bool = False, factor_linear: bool = True) -> Contender:
+    """A registered method at ``level`` through :func:`repmtl.backward` (``preset``: Rep-MTL;
+    ``factor_linear=False``: every row of ``J`` formed, labelled ``<method>@param:fullJ``)."""
 
     def make(problem: Problem, lr: float) -> Step:
         method = _create(name, problem)
@@ -63,7 +70,8 @@ def ours(name: str, level: str, *, preset: bool = False) -> Contender:
             optimizer.zero_grad(set_to_none=True)
             z, losses = problem.forward()
             repmtl.backward(
-                losses, representation=z, method=method, level=level, regularizers=regularizers, loss_transform=transform
+                losses, representation=z, method=method, level=level, regularizers=regularizers,
+                loss_transform=transform, factor_linear=factor_linear,
             )
             optimizer.step()
 
@@ -73,6 +81,8 @@ def ours(name: str, level: str, *, preset: bool = False) -> Contender:
         return Contender("repmtl", "repmtl", "repmtl", "representation", make)
     is_loss_method = M.lookup(name).consumes == "losses"
     label = name if is_loss_method else f"{name}@{LEVEL_TAGS[level]}"
+    if not factor_linear:
+        return Contender(f"{label}:{FULL_JACOBIAN}", FULL_JACOBIAN, name, level, make)
     return Contender(label, "repmtl", name, "losses" if is_loss_method else level, make)
 
 
@@ -93,8 +103,9 @@ def floor() -> Contender:
     return Contender("floor", "floor", "", "", make)
 
 
-def repmtl_contenders(methods: Sequence[str], levels: Sequence[str]) -> list[Contender]:
-    """EW, the floor, every method at each requested level it defines, and Rep-MTL."""
+def repmtl_contenders(methods: Sequence[str], levels: Sequence[str], *, full_jacobian: bool = False) -> list[Contender]:
+    """EW, the floor, every method at each requested level it defines, and Rep-MTL; with
+    ``full_jacobian``, each parameter-level Gramian method also without the linear identity."""
     out = [ours("ew", "parameters"), floor()]
     for name in methods:
         if name == "ew":
@@ -104,5 +115,7 @@ def repmtl_contenders(methods: Sequence[str], levels: Sequence[str]) -> list[Con
             out.append(ours(name, "parameters"))
             continue
         out += [ours(name, level) for level in levels if level in cls.levels]
+        if full_jacobian and cls.consumes == "gramian" and "parameters" in levels and "parameters" in cls.levels:
+            out.append(ours(name, "parameters", factor_linear=False))
     out.append(ours("ew", "representation", preset=True))
     return out

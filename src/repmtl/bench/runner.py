@@ -38,6 +38,8 @@ class BenchConfig:
     memory: bool = True
     torchjd: bool = True
     libmtl: Path | None = None
+    #: also each parameter-level Gramian method with every row of J formed (``factor_linear=False``)
+    full_jacobian: bool = False
     size: tuple[int, int] | None = None
     lr: float = 1e-4
     seed: int = 0
@@ -92,7 +94,7 @@ def _pin_threads(threads: int) -> None:
 
 def _group_contenders(config: BenchConfig, num_tasks: int) -> tuple[list[Contender], list[str]]:
     methods = list(config.methods) if config.methods is not None else list(M.available())
-    contenders = repmtl_contenders(methods, config.levels)
+    contenders = repmtl_contenders(methods, config.levels, full_jacobian=config.full_jacobian)
     notes: list[str] = []
     if config.torchjd:
         peers, peer_notes = torchjd_contenders(["ew", *methods], num_tasks)

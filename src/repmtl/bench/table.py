@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 from repmtl import methods as M
+from repmtl.bench.contenders import FULL_JACOBIAN
 
 Group = Mapping[str, object]
 
@@ -94,19 +95,20 @@ def closing_note(groups: Sequence[Group]) -> list[str]:
         "",
         (
             "Ratios are medians over rounds of per-round ratios; “floor” is the forward plus T task "
-            "backwards; “TorchJD” is the same method in TorchJD on the same problem. Memory: "
-            "(peak step memory − EW's) / size(J)."
+            "backwards; “TorchJD” is the same method in TorchJD on the same problem; “full J” the "
+            "same method forming every row of J (`--full-jacobian`). Memory: (peak step memory − "
+            "EW's) / size(J)."
         ),
         "",
-        "| net | T | method | × EW | × floor | × TorchJD | memory |",
-        "|---|---|---|---|---|---|---|",
+        "| net | T | method | × EW | × floor | × TorchJD | × full J | memory |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for g in groups:
         for m in gramian_methods(g):
-            now, peer = f"{m}@param", f"torchjd:{m}"
+            now, peer, full = f"{m}@param", f"torchjd:{m}", f"{m}@param:{FULL_JACOBIAN}"
             lines.append(
                 f"| {g['workload']} | {g['tasks']} | {m} | {_rel(g, now, 'ew')} | {_rel(g, now, 'floor')} | "
-                f"{_rel(g, now, peer)} | {_fmt(_memory_over_ew(g, now))} |"
+                f"{_rel(g, now, peer)} | {_rel(g, now, full)} | {_fmt(_memory_over_ew(g, now))} |"
             )
     lines.append("")
     by_workload: dict[str, list[Group]] = {}

@@ -19,8 +19,8 @@ batch-flattened saliency.
 
 Every corrected gradient stays in the span of its group's task gradients, so the method tracks
 coefficients ``c_i`` (``g_i^PC = Σ_k c_ik g_k`` per group) and needs only the per-group Gramians;
-the ``G×T×T`` problem runs on the Jacobian's device in float64 (no host sync), and the update is
-``Σ_i c_i`` applied to each group's columns.
+the ``G×T×T`` problem runs on the host in float64 (one copy of the Gramians, as the other
+Gramian methods' solves), and the update is ``Σ_i c_i`` applied to each group's columns.
 
 Degenerate cases: a zero ``g_i^PC`` or ``g_j`` gives ``φ_ij = 0`` and no correction; ``φ̂ = ±1``
 makes the correction's denominator vanish, so it is skipped then (the goal is then already met
@@ -43,9 +43,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 
+from repmtl import grads as G
 from repmtl.hparams import Probability
+from repmtl.methods import _host as H
 from repmtl.methods.base import Aggregator, JacobianContext, register
 
 Granularity = Literal["tensor", "model"]
@@ -81,48 +84,52 @@ class GradVac(Aggregator):
         shape = jacobian.new_empty(self.num_tasks, self.num_tasks, groups, dtype=torch.float64)
         goal = self.state.zeros_like("goal", shape, "GradVac (goals per pair of tasks and parameter groups)").to(jacobian.device)
         blocks = jacobian.split(sizes, dim=1)
-        gram = torch.stack([b.to(torch.float64) @ b.to(torch.float64).T for b in blocks])  # G × T × T
+        gram = torch.stack([G.gramian(b) for b in blocks]).to(torch.float64)  # G × T × T
         orders = [[j for j in torch.randperm(self.num_tasks).tolist() if j != i] for i in range(self.num_tasks)]
         coefficients, self.state.goal, corrections = vaccine_coefficients(gram, goal, orders, self.beta, self.ema)
-        alpha = coefficients.sum(1)  # G × T: weight of each task gradient in each group
-        column_alpha = alpha.to(jacobian.dtype).repeat_interleave(
-            torch.tensor(sizes, device=jacobian.device), dim=0
-        )  # n × T
+        alpha = coefficients.sum(1).to(jacobian.dtype)  # G × T: weight of each task gradient in each group
         self.info = {"corrections": corrections}
-        return (column_alpha.T * jacobian).sum(0)
+        return torch.cat([a @ block for a, block in zip(alpha, blocks, strict=True)])
 
 
 def vaccine_coefficients(
     gram: torch.Tensor, goal: torch.Tensor, orders: list[list[int]], beta: float, ema: str = "always"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Alg. 1 in coefficient space for ``G`` groups at once.
 
     ``gram``: ``G×T×T`` per-group Gramians; ``goal``: ``T×T×G`` goals ``φ̂``; ``orders[i]``: the
-    tasks ``j ≠ i`` in visiting order. Returns ``C`` (``G×T×T``, ``g_i^PC = Σ_k C[:, i, k] g_k``),
-    the updated goals and the number of corrections applied (a device tensor).
+    ``T − 1`` tasks ``j ≠ i`` in visiting order. Returns ``C`` (``G×T×T``, ``g_i^PC = Σ_k C[:, i, k] g_k``)
+    and the updated goals, both on ``gram``'s device, and the number of corrections applied.
+
+    Runs on the host in float64 numpy (one copy of the ``G×T×T`` Gramians each way): on a device
+    each visit's dozen tiny kernels would cost more than the copy.
     """
-    groups, tasks, _ = gram.shape
-    coefficients = torch.eye(tasks, dtype=gram.dtype, device=gram.device).expand(groups, tasks, tasks).clone()
-    goal = goal.to(gram.dtype).clone()
-    sq_norms = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(0.0)  # G × T
-    corrections = torch.zeros((), dtype=torch.int64, device=gram.device)
-    for i in range(tasks):
-        for j in orders[i]:
-            c_i = coefficients[:, i, :]  # G × T
-            dot = (c_i * gram[:, :, j]).sum(1)  # g_i^PC · g_j
-            norm_i = torch.einsum("gk,gkl,gl->g", c_i, gram, c_i).clamp_min(0.0).sqrt()
-            norm_j = sq_norms[:, j].sqrt()
-            both = (norm_i > 0) & (norm_j > 0)
-            denom = torch.where(both, norm_i * norm_j, torch.ones_like(norm_i))
-            phi = torch.where(both, dot / denom, torch.zeros_like(dot)).clamp(-1.0, 1.0)
-            target = goal[i, j]
-            sin_target = (1.0 - target.square()).clamp_min(0.0).sqrt()
-            sin_phi = (1.0 - phi.square()).clamp_min(0.0).sqrt()
-            apply = both & (phi < target) & (sin_target > 0)
-            safe = torch.where(apply, norm_j * sin_target, torch.ones_like(norm_j))
-            weight = torch.where(apply, norm_i * (target * sin_phi - phi * sin_target) / safe, torch.zeros_like(phi))
-            coefficients[:, i, j] += weight
-            corrections += apply.sum()
-            updated = (1.0 - beta) * target + beta * phi
-            goal[i, j] = updated if ema == "always" else torch.where(apply, updated, target)
-    return coefficients, goal, corrections
+    grams, goals = H.to_host(gram), H.to_host(goal).copy()
+    groups, tasks, _ = grams.shape
+    coefficients = np.tile(np.eye(tasks), (groups, 1, 1))
+    sq_norms = np.maximum(np.diagonal(grams, axis1=1, axis2=2), 0.0)  # G × T, ‖g_k‖²
+    norms = np.sqrt(sq_norms)
+    sq_corrected = sq_norms.copy()  # ‖g_i^PC‖², kept up to date without a quadratic form
+    tasks_i = np.arange(tasks)
+    corrections = 0
+    # Task i's visits change only its own g_i^PC (the g_j are the original gradients), so the
+    # k-th visit of every task runs at once: T − 1 vectorised steps instead of T(T − 1) visits.
+    for step in range(tasks - 1):
+        js = np.array([order[step] for order in orders])  # the task each i visits now
+        c = coefficients[:, tasks_i, :]  # G × T(i) × T(k)
+        dot = np.einsum("gik,gki->gi", c, grams[:, :, js])  # g_i^PC · g_j
+        norm_i, norm_j = np.sqrt(np.maximum(sq_corrected, 0.0)), norms[:, js]
+        both = (norm_i > 0) & (norm_j > 0)
+        phi = np.clip(np.divide(dot, norm_i * norm_j, out=np.zeros_like(dot), where=both), -1.0, 1.0)
+        target = goals[tasks_i, js].T  # G × T
+        sin_target = np.sqrt(np.maximum(1.0 - target**2, 0.0))
+        apply = both & (phi < target) & (sin_target > 0)
+        numerator = norm_i * (target * np.sqrt(np.maximum(1.0 - phi**2, 0.0)) - phi * sin_target)
+        weight = np.divide(numerator, norm_j * sin_target, out=np.zeros_like(phi), where=apply)
+        coefficients[:, tasks_i, js] += weight
+        sq_corrected += weight * (2.0 * dot + weight * sq_norms[:, js])  # ‖g + w g_j‖²
+        corrections += int(apply.sum())
+        updated = (1.0 - beta) * target + beta * phi
+        goals[tasks_i, js] = (updated if ema == "always" else np.where(apply, updated, target)).T
+    as_gram = gram.to(torch.float64)
+    return H.to_device(coefficients, as_gram), H.to_device(goals, as_gram), corrections

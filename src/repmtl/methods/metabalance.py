@@ -70,15 +70,12 @@ class MetaBalance(Aggregator):
         sizes = [jacobian.shape[1]] if segments is None else [int(s) for s in segments]
         if sum(sizes) != jacobian.shape[1]:
             raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {jacobian.shape[1]} columns")
-        group_of_column = torch.repeat_interleave(
-            torch.arange(len(sizes), device=jacobian.device), torch.tensor(sizes, device=jacobian.device)
-        )
-        sq = jacobian.new_zeros(jacobian.shape[0], len(sizes)).index_add_(1, group_of_column, jacobian.square())
-        norms = sq.sqrt()
+        blocks = jacobian.split(sizes, dim=1)  # views: no T×d temporary is formed below
+        norms = torch.stack([torch.linalg.vector_norm(block, dim=1) for block in blocks], dim=1)  # T × G
         average = self.state.zeros_like("norm_average", norms, self.name).to(norms)
         self.state.norm_average = self.beta * average + (1.0 - self.beta) * norms
-        scale = self.scales(self.state.norm_average)
-        return (scale[:, group_of_column] * jacobian).sum(0)
+        scale = self.scales(self.state.norm_average).to(jacobian.dtype)
+        return torch.cat([scale[:, g] @ block for g, block in enumerate(blocks)])
 
     def scales(self, averages: torch.Tensor) -> torch.Tensor:
         """``T×G`` factors ``r m_target/m_i + 1 − r`` (1 for the target, for unadapted and for

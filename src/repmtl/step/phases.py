@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from repmtl import grads as G
+from repmtl import linear_gram as LG
 from repmtl.methods.base import (
     Aggregator,
     GramianWeighting,
@@ -56,6 +57,8 @@ class Step:
     measure_penalties: bool = False
     #: the cross-rank reductions of a distributed step (``None``: one process)
     reduce: Reducer | None = None
+    #: linear layers' Gramian share from their inputs and output gradients (``repmtl.linear_gram``)
+    factor_linear: bool = True
 
     @property
     def at_representation(self) -> bool:
@@ -67,13 +70,15 @@ class TaskGradients:
     """Phase 2: what the method consumes, and the saliencies when they were needed."""
 
     saliency: torch.Tensor | list[torch.Tensor] | None = None
-    jacobian: G.TaskJacobian | torch.Tensor | None = None
+    jacobian: G.TaskJacobian | LG.FactoredJacobian | torch.Tensor | None = None
     #: the shared parameters (parameter and last-layer levels)
     shared: list[torch.Tensor] | None = None
     #: the shared parameters again when the Jacobian covers every one of them: the update is in hand
     in_hand: list[torch.Tensor] | None = None
-    #: each task's head parameters, when disjoint: their gradients come from the Jacobian's passes
+    #: each task's head parameters, when disjoint: their gradients come from the Jacobian's
+    #: (or the saliencies') passes, as ``head_grads[t]``
     heads: list[list[torch.Tensor]] | None = None
+    head_grads: list[Sequence[torch.Tensor | None]] | None = None
     #: per-task representations of one input: each task's parameters behind its own ``Z_t`` only
     own: list[list[torch.Tensor]] | None = None
     segments: list[int] | None = None
@@ -104,6 +109,7 @@ def backward(
     vectorize: bool | None = None,
     measure_penalties: bool = False,
     reduce: Reducer | None = None,
+    factor_linear: bool = True,
 ) -> BackwardRecord:
     """Accumulate the multi-task gradients of one step into ``.grad``.
 
@@ -132,6 +138,10 @@ def backward(
         reduce: under ``torch.distributed``, a :class:`repmtl.step.reduce.Reducer` for this
             rank's batch: the method sees the global batch's losses and Jacobian (or Gramian);
             call ``reduce.gradients(params)`` afterwards (``docs/distributed.md``).
+        factor_linear: a Gramian weighting at parameter (or last-layer) level takes each linear layer's share
+            of ``K`` and of ``Jᵀα`` from the layer's input and output gradients, where that costs
+            fewer multiply-adds than its ``T`` weight gradients (exact; ``repmtl.linear_gram``).
+            ``False``: every shared parameter's rows of ``J`` are formed.
     """
     names = I.task_names(losses)
     if reduce is not None:
@@ -141,7 +151,7 @@ def backward(
     terms = I.loss_terms(losses, method, loss_transform, eps, check_finite)
     given = I.inputs(representation, shared_params, names, terms.terms)
     I.check_needs_representation(method, level, regularizers, given)
-    step = Step(method, level, terms, given, regularizers, keep_saliency, vectorize, measure_penalties, reduce)
+    step = Step(method, level, terms, given, regularizers, keep_saliency, vectorize, measure_penalties, reduce, factor_linear)
 
     grads = task_gradients(step)
     result = run_method(step, grads)
@@ -170,7 +180,12 @@ def task_gradients(step: Step) -> TaskGradients:
     if needs_graph or step.at_representation or step.keep_saliency:
         if step.given.multi_input:
             I.check_stackable(step.terms.names, step.given.reps, step.regularizers, step.keep_saliency)
-        out.saliency = saliencies(step, create_graph=needs_graph)
+        heads = _heads_from_saliency_passes(step)
+        if heads is not None:
+            out.heads = heads
+            out.saliency, out.head_grads = G.saliency_and_task_grads(step.terms.terms, step.given.reps[0], heads)
+        else:
+            out.saliency = saliencies(step, create_graph=needs_graph)
         stacked = torch.stack(step.terms.terms)
         out.penalties = [p for r in step.regularizers for p in r(out.saliency, stacked, multi_input=step.given.multi_input)]
     if isinstance(step.method, LossWeighting):
@@ -196,13 +211,34 @@ def task_gradients(step: Step) -> TaskGradients:
     # without penalties, shared heads or the method's own parameters, nothing is differentiated
     # through the graph after the Jacobian: its last pass may free the graph as it goes
     keep_graph = out.heads is None or bool(step.regularizers) or step.method.learnable
-    out.jacobian = I.translate_compile_errors(
-        lambda: G.task_jacobian(
-            step.terms.terms, params, vectorize=step.vectorize, task_inputs=out.heads, keep_graph=keep_graph
-        )
-    )
+    out.jacobian = I.translate_compile_errors(lambda: _jacobian(step, params, out.heads, keep_graph))
+    out.head_grads = list(out.jacobian.task_grads) if out.heads is not None else None
     out.segments = [p.numel() for p in params]
     return out
+
+
+def _heads_from_saliency_passes(step: Step) -> list[list[torch.Tensor]] | None:
+    """At representation level, each task's head parameters when the saliency passes can give
+    their gradients too (disjoint heads, one ``Z``, the loop, no penalties): the update then needs
+    no further pass through the heads, only the encoder's backward from ``Z``."""
+    if not step.at_representation or step.regularizers or step.given.multi_input:
+        return None
+    if G.use_vmap(step.vectorize, step.terms.terms[0]):
+        return None
+    return G.disjoint_heads(step.terms.terms, step.given.reps)
+
+
+def _jacobian(
+    step: Step, params: list[torch.Tensor], heads: list[list[torch.Tensor]] | None, keep_graph: bool
+) -> G.TaskJacobian | LG.FactoredJacobian:
+    """The parameter- or last-layer Jacobian, with its linear layers factored where a Gramian weighting
+    needs only ``K`` and ``Jᵀα`` (not under ``torch.distributed``: the ranks average ``J`` itself)."""
+    terms = step.terms.terms
+    if step.factor_linear and isinstance(step.method, GramianWeighting) and step.reduce is None:
+        factored = LG.factored_jacobian(terms, params, vectorize=step.vectorize, task_inputs=heads, keep_graph=keep_graph)
+        if factored is not None:
+            return factored
+    return G.task_jacobian(terms, params, vectorize=step.vectorize, task_inputs=heads, keep_graph=keep_graph)
 
 
 def saliencies(step: Step, *, create_graph: bool) -> torch.Tensor | list[torch.Tensor]:
@@ -248,7 +284,7 @@ def run_method(step: Step, grads: TaskGradients) -> Result:
         return Result(direction=reduce.local_direction(direction) if gathered else direction)
     if isinstance(method, GramianWeighting):
         jac = grads.jacobian
-        gram = jac.gramian() if isinstance(jac, G.TaskJacobian) else G.gramian(jac)
+        gram = G.gramian(jac) if isinstance(jac, torch.Tensor) else jac.gramian()
         if reduce is not None and step.at_representation:
             gram = reduce.representation_gramian(gram)
         result = Result(weights=TaskWeights.of(method.weights(gram, losses)), gramian=gram)
@@ -275,7 +311,7 @@ def apply_update(step: Step, grads: TaskGradients, result: Result) -> tuple[torc
     penalties = grads.penalties
     exact = all(p.flow == "exact" for p in penalties) and not step.measure_penalties
 
-    if grads.in_hand is None and result.direction is None and result.weights.heads is None and exact:
+    if grads.in_hand is None and grads.heads is None and result.direction is None and result.weights.heads is None and exact:
         # The objective's own gradient is the method's update everywhere: one plain backward.
         penalty_part = _weighted_sum(penalties)
         (head_part if penalty_part is None else head_part + penalty_part).backward()
@@ -290,7 +326,7 @@ def apply_update(step: Step, grads: TaskGradients, result: Result) -> tuple[torc
     above += owned  # task parameters behind their own Z_t: updated like the heads, not through Z
     rest, task_heads = above, []
     if grads.heads is not None:
-        for weight, params, task_grads in zip(head_weights.detach(), grads.heads, grads.jacobian.task_grads, strict=True):
+        for weight, params, task_grads in zip(head_weights.detach(), grads.heads, grads.head_grads, strict=True):
             scaled = [None if g is None else g.mul_(weight) for g in task_grads]  # fresh: scaled in place
             _accumulate(params, scaled)
             task_heads += scaled
