@@ -5,8 +5,10 @@
 
 Contenders, interleaved in random order per round on the same model and batch (see
 ``repmtl.bench.timing``): ``ew``, the ``floor`` (forward + T task backwards), and for each method
-``<m>:before`` (``repmtl.backward`` with the given ``grads.py`` swapped in; it must define the
-functions ``repmtl.step`` calls), ``<m>:now`` (``repmtl.backward`` with the current one) and
+``<m>:before`` (``repmtl.backward`` with the given ``grads.py`` swapped into
+``repmtl.step.phases``; it must define the functions that module calls; ``repmtl.linear_gram``
+keeps the current one, so compare Gramian methods with ``repmtl bench --full-jacobian`` for
+the linear-layer identity), ``<m>:now`` (``repmtl.backward`` with the current one) and
 ``torchjd:<m>`` when TorchJD is installed. Prints the median of
 per-round ratios to EW, to the floor and to TorchJD, and each step's peak memory above EW's in
 units of the size of ``J``.
@@ -28,8 +30,8 @@ from repmtl.bench.table import relative
 from repmtl.bench.timing import StepClock, interleaved_timings
 from repmtl.bench.workloads import build_problem, shared_parameter_count
 
-# the module, not the function ``repmtl.backward`` that the package exports under the same name
-backward_module = importlib.import_module("repmtl.backward")
+# the module whose ``G`` is ``repmtl.grads`` (``repmtl.backward`` itself is a function)
+backward_module = importlib.import_module("repmtl.step.phases")
 
 
 def _load(path: Path):
