@@ -191,3 +191,29 @@ def test_an_activation_checkpointed_encoder_gives_the_same_step():
     assert len(LG.linear_factors([z.sum(), z.pow(2).sum()], list(model.parameters()))) == 2
     for got, want in zip(step(True), step(False), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_under_autocast_the_step_matches_the_full_jacobian():
+    """autocast casts each weight before its product (a copy node between ``Wᵀ`` and the
+    parameter): such layers keep the direct path, and the step is the same either way."""
+
+    def step(factor_linear: bool) -> list[torch.Tensor]:
+        torch.manual_seed(6)
+        model = repmtl.MultiTaskModel(encoder(), {t: nn.Linear(6, 1) for t in ("a", "b")})
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(torch.randn(2, 16))
+            losses = {t: (out.predictions[t].float() * (i + 1)).pow(2).mean() for i, t in enumerate(("a", "b"))}
+        repmtl.backward(losses, representation=out.representation, method="upgrad", level="parameters",
+                        factor_linear=factor_linear)
+        return [p.grad.clone() for p in model.parameters()]
+
+    for got, want in zip(step(True), step(False), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_a_half_precision_model_gets_a_float32_gramian_share():
+    torch.manual_seed(7)
+    layer = nn.Linear(16, 16).to(torch.bfloat16)
+    z = layer(torch.randn(2, 16, dtype=torch.bfloat16))
+    factored = LG.factored_jacobian([z.float().sum(), z.float().pow(2).sum()], list(layer.parameters()))
+    assert factored is not None and factored.gramian().dtype == torch.float32

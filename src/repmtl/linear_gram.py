@@ -64,8 +64,10 @@ class LinearFactor:
         return factored < direct
 
     def gramian(self, outputs: torch.Tensor) -> torch.Tensor:
-        """This layer's ``T × T`` share of ``K`` from ``D`` (``outputs``: ``T × N × out``)."""
-        x = self.inputs.to(outputs.dtype)
+        """This layer's ``T × T`` share of ``K`` from ``D`` (``outputs``: ``T × N × out``), in at
+        least float32 (a half-precision model's ``N × N`` products would lose the small entries)."""
+        dtype = torch.promote_types(outputs.dtype, torch.float32)
+        x, outputs = self.inputs.to(dtype), outputs.to(dtype)
         flat = outputs.reshape(outputs.shape[0], -1)
         mixed = torch.matmul(x @ x.T, outputs).reshape_as(flat)  # (X Xᵀ) D_t for every t
         gram = flat @ mixed.T
