@@ -75,6 +75,31 @@ def tsr_loss(saliency: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return -(p * p.log()).sum(dim=0).mean()
 
 
+class _SymmetricGram(torch.autograd.Function):
+    """``P Pᵀ`` whose backward is one product, ``(G + Gᵀ) P``, where autograd's ``P @ P.T``
+    takes two (one per operand). Its backward is made of differentiable operations."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        return rows @ rows.T
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (rows,) = ctx.saved_tensors
+        return (grad + grad.T) @ rows
+
+
+def _affinity_norms(s: torch.Tensor) -> torch.Tensor:
+    """``‖M_t[b]‖_F = ‖S_t[b] S_t[b]ᵀ‖_F`` (``B×T``) from the smaller of the ``C×C`` and ``HW×HW``
+    Gram matrices; for vector features (one position) it is ``‖S_t[b]‖²``, with no product at all."""
+    channels, positions = s.shape[2:]
+    if min(channels, positions) == 1:
+        return s.square().sum(dim=(2, 3)).T
+    small = s @ s.transpose(2, 3) if channels <= positions else s.transpose(2, 3) @ s
+    return small.square().sum(dim=(2, 3)).clamp_min(_TINY).sqrt().T
+
+
 def csa_loss(
     saliency: torch.Tensor, tau: float = 2.0, include_positive: bool = False, eps: float = 1e-8
 ) -> torch.Tensor:
@@ -93,14 +118,10 @@ def csa_loss(
     # ⟨Â_b, M_t[b]⟩ = ‖A_bᵀ S_t[b]‖²
     projection = torch.einsum("kbc,tbcn->btkn", anchor, s)
     inner_positive = projection.square().sum(dim=(2, 3))  # B×T
-    # ‖M_t[b]‖_F from the smaller Gram matrix
-    if channels <= positions:
-        gram = torch.einsum("tbcn,tbdn->btcd", s, s)
-    else:
-        gram = torch.einsum("tbcn,tbcm->btnm", s, s)
-    affinity_norm = gram.square().sum(dim=(2, 3)).clamp_min(_TINY).sqrt()  # B×T
-    # ⟨Â_b, Â_k⟩ = ‖A_bᵀ A_k‖²
-    inner_anchor = torch.einsum("tbc,ukc->bktu", anchor, anchor).square().sum(dim=(2, 3))  # B×B
+    affinity_norm = _affinity_norms(s)  # B×T
+    # ⟨Â_b, Â_k⟩ = ‖A_bᵀ A_k‖²: the (b, t), (k, u) entries of one Gram matrix of the B·T anchors
+    rows = anchor.transpose(0, 1).reshape(batch * num_tasks, channels)
+    inner_anchor = _SymmetricGram.apply(rows).view(batch, num_tasks, batch, num_tasks).square().sum(dim=(1, 3))
     anchor_norm = torch.diagonal(inner_anchor).clamp_min(_TINY).sqrt()  # B
 
     positive = inner_positive / (anchor_norm[:, None] * affinity_norm).clamp_min(eps)
