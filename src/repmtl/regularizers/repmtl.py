@@ -110,7 +110,7 @@ def csa_loss(
     if tau <= 0:
         raise ValueError(f"tau must be positive, got {tau}")
     s = _as_tbcn(saliency)
-    num_tasks, batch, channels, positions = s.shape
+    num_tasks, batch, channels = s.shape[:3]
     scale = s.detach().abs().amax(dim=(0, 2, 3), keepdim=True)
     s = s / torch.where(scale > 0, scale, torch.ones_like(scale))
     anchor = s.mean(dim=3)  # T×B×C: column t of A_b is anchor[t, b]
