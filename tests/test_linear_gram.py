@@ -165,31 +165,40 @@ def test_backward_uses_the_identity_by_default(monkeypatch, setup):
     assert calls == [1]
 
 
-def test_an_activation_checkpointed_encoder_gives_the_same_step():
-    """Under ``torch.utils.checkpoint`` the saved inputs are recomputed when read: same update."""
+def test_an_activation_checkpointed_encoder_is_not_recomputed_for_the_identity():
+    """Under ``torch.utils.checkpoint`` reading a saved input re-runs the region: such layers keep
+    the direct path (regression: each factored layer re-ran it once more), with the same update."""
 
     class Checkpointed(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.inner = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU())
+            self.runs = 0
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.utils.checkpoint.checkpoint(self.inner, x, use_reentrant=False)
+            return torch.utils.checkpoint.checkpoint(self._region, x, use_reentrant=False)
 
-    def step(factor_linear: bool) -> list[torch.Tensor]:
+        def _region(self, x: torch.Tensor) -> torch.Tensor:
+            self.runs += 1
+            return self.inner(x)
+
+    def step(factor_linear: bool) -> tuple[list[torch.Tensor], int]:
         torch.manual_seed(5)
         model = repmtl.MultiTaskModel(Checkpointed(), {"a": nn.Linear(24, 1), "b": nn.Linear(24, 1)})
         out = model(torch.randn(2, 16))
         losses = {t: (out.predictions[t] * (i + 1)).pow(2).mean() for i, t in enumerate(("a", "b"))}
         repmtl.backward(losses, representation=out.representation, method="mgda", level="parameters",
                         factor_linear=factor_linear)
-        return [p.grad.clone() for p in model.parameters()]
+        return [p.grad.clone() for p in model.parameters()], model.encoder.runs
 
     torch.manual_seed(5)
-    model = Checkpointed()
-    z = model(torch.randn(2, 16))
-    assert len(LG.linear_factors([z.sum(), z.pow(2).sum()], list(model.parameters()))) == 2
-    for got, want in zip(step(True), step(False), strict=True):
+    region = Checkpointed()
+    z = region(torch.randn(2, 16))
+    assert LG.linear_factors([z.sum(), z.pow(2).sum()], list(region.parameters())) == []
+    assert region.runs == 1  # finding no factor read no saved input
+    (with_identity, runs), (without, reference_runs) = step(True), step(False)
+    assert runs == reference_runs
+    for got, want in zip(with_identity, without, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
@@ -217,3 +226,25 @@ def test_a_half_precision_model_gets_a_float32_gramian_share():
     z = layer(torch.randn(2, 16, dtype=torch.bfloat16))
     factored = LG.factored_jacobian([z.float().sum(), z.float().pow(2).sum()], list(layer.parameters()))
     assert factored is not None and factored.gramian().dtype == torch.float32
+
+
+def test_a_weight_with_a_gradient_hook_keeps_the_direct_path():
+    """``register_hook`` on a weight changes each task's gradient in the direct path; the
+    identity would bypass it (regression), so such a layer is not factored."""
+
+    def step(factor_linear: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+        torch.manual_seed(8)
+        model = repmtl.MultiTaskModel(encoder(), {t: nn.Linear(6, 1) for t in ("a", "b")})
+        hooked = model.encoder[1].weight
+        hooked.register_hook(lambda g: g * (torch.arange(g.shape[0])[:, None] < 4))  # keep rows 0–3
+        out = model(torch.randn(2, 16))
+        losses = {t: (out.predictions[t] * (i + 1)).pow(2).mean() for i, t in enumerate(("a", "b"))}
+        record = repmtl.backward(losses, representation=out.representation, method="mgda", level="parameters",
+                                 factor_linear=factor_linear)
+        assert hooked.grad[4:].abs().max() == 0
+        return [p.grad.clone() for p in model.parameters()], record.gramian
+
+    (with_identity, gram), (without, reference) = step(True), step(False)
+    torch.testing.assert_close(gram, reference, rtol=1e-5, atol=1e-7)
+    for got, want in zip(with_identity, without, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)

@@ -132,3 +132,40 @@ def test_representation_level_heads_get_their_gradient_from_the_saliency_passes(
     assert counts == [1, 1]
     for got, want in zip(looped, batched, strict=True):
         torch.testing.assert_close(got, want)
+
+
+class ScalarHead(nn.Module):
+    """A linear head plus parameters whose gradients autograd returns aliased or expanded:
+    ``p + q`` gives both scalars one tensor, ``extra.sum()`` a stride-0 one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 1).double()
+        self.p = nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+        self.q = nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
+        self.extra = nn.Parameter(torch.ones(3, dtype=torch.float64))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.linear(z)
+
+    def penalty(self) -> torch.Tensor:
+        return self.p + self.q + 0.1 * self.extra.sum()
+
+
+@pytest.mark.parametrize("level", ["parameters", "representation"])
+def test_head_gradients_that_autograd_aliases_are_weighted_once(level):
+    """A head's task gradient times its weight, also when autograd hands one tensor to two
+    parameters or an expanded one (regression: scaling them in place weighted them twice, or
+    raised on the expanded tensor)."""
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    heads = {"a": ScalarHead(), "b": ScalarHead()}
+    z = encoder(torch.randn(6, 4, dtype=torch.float64))
+    losses = {t: (heads[t](z) - i).pow(2).mean() + heads[t].penalty() for i, t in enumerate(heads)}
+    alpha = [0.4, 1.3]
+    record = repmtl.backward(losses, representation=z, method=Fixed(alpha), level=level)
+    torch.testing.assert_close(record.head_weights, torch.tensor(alpha, dtype=torch.float64))
+    for weight, head in zip(alpha, heads.values(), strict=True):
+        torch.testing.assert_close(head.p.grad, torch.tensor(weight, dtype=torch.float64))
+        torch.testing.assert_close(head.q.grad, torch.tensor(weight, dtype=torch.float64))
+        torch.testing.assert_close(head.extra.grad, torch.full((3,), 0.1 * weight, dtype=torch.float64))

@@ -18,8 +18,12 @@ picks per layer.
 Layers are found in the autograd graph of the losses, not by module type: an ``addmm`` / ``mm``
 node whose weight operand is a shared parameter (``Wᵀ`` as ``nn.Linear`` uses it, or ``W``
 itself) that the graph uses nowhere else; the input ``X`` is the tensor the node saved for its
-backward (PyTorch's documented ``grad_fn._saved_*`` attributes). Parameters used more than once
-(tied weights, an encoder applied twice) keep the direct path.
+backward (PyTorch's documented ``grad_fn._saved_*`` attributes), read only for a layer the cost
+rule keeps (its shape is read first). Keeping the direct path: parameters used more than once
+(tied weights, an encoder applied twice), parameters with gradient hooks (``register_hook``,
+which the direct path applies to each task's gradient), and inputs saved behind saved-tensor
+hooks (activation checkpointing, ``save_on_cpu``), where reading the input would re-run the
+checkpointed region or copy it back.
 """
 
 from __future__ import annotations
@@ -55,13 +59,6 @@ class LinearFactor:
     @property
     def fan_out(self) -> int:
         return self.weight.shape[0] if self.transposed else self.weight.shape[1]
-
-    def worth_it(self, num_tasks: int) -> bool:
-        """Whether the identity takes fewer multiply-adds than the direct weight gradients."""
-        n, fan_in, fan_out, t = self.rows, self.inputs.shape[1], self.fan_out, num_tasks
-        direct = t * n * fan_in * fan_out + t * t * fan_in * fan_out
-        factored = n * n * fan_in + t * n * n * fan_out + t * t * n * fan_out + n * fan_in * fan_out
-        return factored < direct
 
     def gramian(self, outputs: torch.Tensor) -> torch.Tensor:
         """This layer's ``T × T`` share of ``K`` from ``D`` (``outputs``: ``T × N × out``), in at
@@ -118,14 +115,15 @@ def _edges_into(terms: Sequence[torch.Tensor]) -> Counter:
 
 
 def _leaf(node: Node | None, incoming: Counter, wanted: dict[int, torch.Tensor]) -> torch.Tensor | None:
-    """The parameter behind ``node`` when it is one of ``wanted`` and reached by this edge only."""
+    """The parameter behind ``node`` when it is one of ``wanted``, reached by this edge only, and
+    without gradient hooks (``register_hook``: the direct path applies them to each task's row)."""
     variable = getattr(node, "variable", None)
-    if variable is None or id(variable) not in wanted or incoming[node] != 1:
+    if variable is None or id(variable) not in wanted or incoming[node] != 1 or variable._backward_hooks:
         return None
     return variable
 
 
-def _factor(node: Node, incoming: Counter, wanted: dict[int, torch.Tensor]) -> LinearFactor | None:
+def _factor(node: Node, incoming: Counter, wanted: dict[int, torch.Tensor], num_tasks: int) -> LinearFactor | None:
     kind = type(node).__name__
     if kind == "AddmmBackward0":
         if node._saved_alpha != 1 or node._saved_beta != 1:
@@ -143,14 +141,29 @@ def _factor(node: Node, incoming: Counter, wanted: dict[int, torch.Tensor]) -> L
     weight = _leaf(weight_fn, incoming, wanted)
     if weight is None or weight.ndim != 2:
         return None
-    inputs = node._saved_mat1 if kind == "AddmmBackward0" else node._saved_self  # read only for a wanted layer
-    if inputs is None or inputs.ndim != 2:
+    name = "mat1" if kind == "AddmmBackward0" else "self"
+    saved = getattr(node, f"_raw_saved_{name}")
+    if saved.unpack_hook is not None:
+        return None  # behind saved-tensor hooks (checkpointing, offloading): reading it would re-run or copy
+    fan_out = weight.shape[0] if transposed else weight.shape[1]
+    rows, fan_in = getattr(node, f"_saved_{name}_sym_sizes")
+    if not _worth_it(int(rows), int(fan_in), fan_out, num_tasks):
         return None
     bias = _leaf(bias_fn, incoming, wanted)
-    fan_out = weight.shape[0] if transposed else weight.shape[1]
     if bias is not None and tuple(bias.shape) != (fan_out,):
         bias = None  # broadcast in another way: it stays on the direct path
+    inputs = getattr(node, f"_saved_{name}")  # read only now: a layer that qualifies
+    if inputs is None:
+        return None
     return LinearFactor(weight, bias, inputs.detach(), GradientEdge(node, 0), transposed)
+
+
+def _worth_it(rows: int, fan_in: int, fan_out: int, num_tasks: int) -> bool:
+    """Whether the identity takes fewer multiply-adds than the direct weight gradients (module doc)."""
+    n, t = rows, num_tasks
+    direct = t * n * fan_in * fan_out + t * t * fan_in * fan_out
+    factored = n * n * fan_in + t * n * n * fan_out + t * t * n * fan_out + n * fan_in * fan_out
+    return factored < direct
 
 
 def linear_factors(terms: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> list[LinearFactor]:
@@ -158,12 +171,7 @@ def linear_factors(terms: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
     (module doc), in graph order."""
     incoming = _edges_into(terms)
     wanted = {id(p): p for p in params}
-    factors = []
-    for node in incoming:
-        factor = _factor(node, incoming, wanted)
-        if factor is not None and factor.worth_it(len(terms)):
-            factors.append(factor)
-    return factors
+    return [f for node in incoming if (f := _factor(node, incoming, wanted, len(terms))) is not None]
 
 
 class FactoredJacobian:

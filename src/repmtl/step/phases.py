@@ -327,7 +327,8 @@ def apply_update(step: Step, grads: TaskGradients, result: Result) -> tuple[torc
     rest, task_heads = above, []
     if grads.heads is not None:
         for weight, params, task_grads in zip(head_weights.detach(), grads.heads, grads.head_grads, strict=True):
-            scaled = [None if g is None else g.mul_(weight) for g in task_grads]  # fresh: scaled in place
+            # not in place: autograd may return one tensor for several parameters, or an expanded one
+            scaled = [None if g is None else g * weight for g in task_grads]
             _accumulate(params, scaled)
             task_heads += scaled
         done = {id(p) for head in grads.heads for p in head}
