@@ -134,8 +134,10 @@ GRAMIAN_LEVELS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "level"), GRAMIAN_LEVELS)
-def test_every_gramian_method_steps_the_same_with_and_without_the_identity(name, level):
+@pytest.mark.parametrize(("name", "level", "vectorize"), [
+    *((name, level, None) for name, level in GRAMIAN_LEVELS), ("mgda", "parameters", True), ("upgrad", "parameters", True),
+])
+def test_every_gramian_method_steps_the_same_with_and_without_the_identity(name, level, vectorize):
     def step(factor_linear: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
         torch.manual_seed(4)
         model = repmtl.MultiTaskModel(encoder(), {t: nn.Linear(6, 2) for t in ("a", "b", "c")})
@@ -143,7 +145,8 @@ def test_every_gramian_method_steps_the_same_with_and_without_the_identity(name,
         out = model(torch.randn(2, 16))
         losses = {t: (out.predictions[t] - i).pow(2).mean() for i, t in enumerate(("a", "b", "c"))}
         record = repmtl.backward(
-            losses, representation=out.representation, method=method, level=level, factor_linear=factor_linear
+            losses, representation=out.representation, method=method, level=level, factor_linear=factor_linear,
+            vectorize=vectorize,
         )
         return [p.grad.clone() for p in model.parameters()], record.weights
 
