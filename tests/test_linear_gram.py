@@ -251,3 +251,42 @@ def test_a_weight_with_a_gradient_hook_keeps_the_direct_path():
     torch.testing.assert_close(gram, reference, rtol=1e-5, atol=1e-7)
     for got, want in zip(with_identity, without, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("name", "hparams"), [
+    ("gradvac", {}), ("gradvac", {"granularity": "model"}), ("metabalance", {}), ("metabalance", {"strategy": "reduce"}),
+])
+def test_segment_gramian_aggregators_step_the_same_with_and_without_the_identity(name, hparams):
+    """GradVac and MetaBalance need only per-tensor Gramians: on the factored Jacobian they get
+    them without ``J`` and the same update, over several steps of their state."""
+
+    def run(factor_linear: bool) -> list[list[torch.Tensor]]:
+        torch.manual_seed(9)
+        model = repmtl.MultiTaskModel(encoder(), {t: nn.Linear(6, 1) for t in ("a", "b", "c")})
+        method = repmtl.methods.create(name, tasks=["a", "b", "c"], **hparams)
+        seen = []
+        for step in range(3):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(100 + step)  # GradVac's visiting order
+            out = model(torch.randn(2, 16))
+            losses = {t: (out.predictions[t] - i).pow(2).mean() for i, t in enumerate(("a", "b", "c"))}
+            repmtl.backward(losses, representation=out.representation, method=method, level="parameters",
+                            factor_linear=factor_linear)
+            seen.append([p.grad.clone() for p in model.parameters()])
+        return seen
+
+    for with_identity, without in zip(run(True), run(False), strict=True):
+        for got, want in zip(with_identity, without, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_segment_gramian_aggregators_use_the_identity(monkeypatch):
+    calls = []
+    original = LG.FactoredJacobian.parameter_gramians
+    monkeypatch.setattr(LG.FactoredJacobian, "parameter_gramians", lambda self: calls.append(1) or original(self))
+    model = repmtl.MultiTaskModel(encoder(), {t: nn.Linear(6, 1) for t in ("a", "b")})
+    out = model(torch.randn(2, 16))
+    losses = {t: out.predictions[t].pow(2).mean() for t in ("a", "b")}
+    method = repmtl.methods.create("metabalance", tasks=["a", "b"])
+    repmtl.backward(losses, representation=out.representation, method=method, level="parameters")
+    assert calls == [1]

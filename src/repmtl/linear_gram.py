@@ -60,27 +60,29 @@ class LinearFactor:
     def fan_out(self) -> int:
         return self.weight.shape[0] if self.transposed else self.weight.shape[1]
 
-    def gramian(self, outputs: torch.Tensor) -> torch.Tensor:
-        """This layer's ``T × T`` share of ``K`` from ``D`` (``outputs``: ``T × N × out``), in at
-        least float32 (a half-precision model's ``N × N`` products would lose the small entries)."""
+    def gramians(self, outputs: torch.Tensor) -> list[torch.Tensor]:
+        """This layer's ``T × T`` shares of ``K`` from ``D`` (``outputs``: ``T × N × out``), one per
+        parameter (weight, then bias), in at least float32 (a half-precision model's ``N × N``
+        products would lose the small entries)."""
         dtype = torch.promote_types(outputs.dtype, torch.float32)
         x, outputs = self.inputs.to(dtype), outputs.to(dtype)
         flat = outputs.reshape(outputs.shape[0], -1)
         mixed = torch.matmul(x @ x.T, outputs).reshape_as(flat)  # (X Xᵀ) D_t for every t
         gram = flat @ mixed.T
-        gram = (gram + gram.T) / 2  # exact in real arithmetic; rounding would leave it asymmetric
+        shares = [(gram + gram.T) / 2]  # exact in real arithmetic; rounding would leave it asymmetric
         if self.bias is not None:
             sums = outputs.sum(dim=1)
-            gram = gram + sums @ sums.T
-        return gram
+            shares.append(sums @ sums.T)
+        return shares
 
-    def combine(self, outputs: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
-        """``Σ_t α_t ∂L_t/∂W`` (and ``∂/∂b``): one product with the weighted output gradients."""
-        mixed = torch.tensordot(weights.to(outputs.dtype), outputs, dims=1)  # N × out
+    def combine(self, outputs: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """``Σ_t α_t ∂L_t/∂W`` (and ``∂/∂b``), ``weights`` one ``α`` per parameter: one product
+        with the weighted output gradients each."""
         x = self.inputs.to(outputs.dtype)
+        mixed = torch.tensordot(weights[0].to(outputs.dtype), outputs, dims=1)  # N × out
         update = [mixed.T @ x if self.transposed else x.T @ mixed]
         if self.bias is not None:
-            update.append(mixed.sum(dim=0))
+            update.append(torch.tensordot(weights[1].to(outputs.dtype), outputs.sum(dim=1), dims=1))
         return update
 
     def rows_of_jacobian(self, outputs: torch.Tensor) -> list[torch.Tensor]:
@@ -177,8 +179,9 @@ def linear_factors(terms: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
 class FactoredJacobian:
     """The parameter-level task Jacobian with its linear layers held as ``(X, D_t)`` factors and
     the other parameters as a :class:`repmtl.grads.TaskJacobian`. It offers what Gramian
-    weightings use: :meth:`gramian`, :meth:`accumulate` (``Jᵀα``), the heads' ``task_grads``,
-    and :meth:`matrix` (``J`` itself, formed on request)."""
+    weightings and segment-Gramian aggregators use: :meth:`gramian` (or one per parameter,
+    :meth:`parameter_gramians`), :meth:`accumulate` (``Jᵀα``, or one ``α`` per parameter), the
+    heads' ``task_grads``, and :meth:`matrix` (``J`` itself, formed on request)."""
 
     def __init__(self, factors: Sequence[LinearFactor], outputs: Sequence[torch.Tensor | None],
                  rest: G.TaskJacobian, params: Sequence[torch.Tensor]):
@@ -197,13 +200,20 @@ class FactoredJacobian:
         return self.rest.num_tasks
 
     def gramian(self) -> torch.Tensor:
-        shares = [f.gramian(d) for f, d in zip(self.factors, self.outputs, strict=True)]
+        shares = [g for f, d in zip(self.factors, self.outputs, strict=True) for g in f.gramians(d)]
         if self.rest.params:
             shares.append(self.rest.gramian())
         gram = shares[0]
         for share in shares[1:]:
             gram = gram + share.to(gram.dtype)
         return gram
+
+    def parameter_gramians(self) -> torch.Tensor:
+        """``K_p = J_p J_pᵀ`` for every parameter (``P × T × T``, :attr:`params` order)."""
+        factor_parts = [f.gramians(d) for f, d in zip(self.factors, self.outputs, strict=True)]
+        rest_parts = [G.gramian(b.reshape(self.num_tasks, -1)) for b in self.rest.blocks]
+        parts = self._by_param(factor_parts, rest_parts)
+        return torch.stack([p.to(parts[0].dtype) for p in parts])
 
     def _by_param(self, factor_parts: list[list[torch.Tensor]], rest_parts: list[torch.Tensor]) -> list[torch.Tensor]:
         found = {id(p): part for f, parts in zip(self.factors, factor_parts, strict=True)
@@ -215,13 +225,26 @@ class FactoredJacobian:
         """``Jᵀα`` split per parameter, in :attr:`params` order."""
         if weights.shape != (self.num_tasks,):
             raise ValueError(f"expected {self.num_tasks} weights, got shape {tuple(weights.shape)}")
-        factor_parts = [f.combine(d, weights) for f, d in zip(self.factors, self.outputs, strict=True)]
-        rest_parts = self.rest.combine(weights) if self.rest.params else []
+        return self.combine_per_parameter(weights.expand(len(self.params), -1))
+
+    def combine_per_parameter(self, weights: torch.Tensor) -> list[torch.Tensor]:
+        """``Σ_t α_{p,t} ∂L_t/∂θ_p`` for every parameter ``p`` (``weights``: ``P × T``, :attr:`params` order)."""
+        if weights.shape != (len(self.params), self.num_tasks):
+            raise ValueError(f"expected {len(self.params)} × {self.num_tasks} weights, got {tuple(weights.shape)}")
+        row = {id(p): w for p, w in zip(self.params, weights, strict=True)}
+        factor_parts = [
+            f.combine(d, [row[id(p)] for p in f.params]) for f, d in zip(self.factors, self.outputs, strict=True)
+        ]
+        rest_parts = [
+            torch.tensordot(row[id(p)].to(b.dtype), b, dims=1) for p, b in zip(self.rest.params, self.rest.blocks, strict=True)
+        ]
         return self._by_param(factor_parts, rest_parts)
 
     def accumulate(self, weights: torch.Tensor) -> None:
-        """Add ``Jᵀα`` to the parameters' ``.grad``."""
-        G.accumulate_grads(self.params, self.combine(weights.detach()))
+        """Add ``Jᵀα`` to the parameters' ``.grad``; ``weights``: ``T``, or ``P × T`` (one ``α`` per parameter)."""
+        weights = weights.detach()
+        parts = self.combine(weights) if weights.ndim == 1 else self.combine_per_parameter(weights)
+        G.accumulate_grads(self.params, parts)
 
     def matrix(self) -> torch.Tensor:
         """``J`` as one ``(T, d)`` tensor in :attr:`params` order (a fresh copy)."""

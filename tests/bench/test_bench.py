@@ -92,7 +92,9 @@ def test_contenders_step_and_update_the_model():
     names = [c.name for c in repmtl_contenders(["ew", "uw", "upgrad", "mgda-ub"], ["parameters", "representation"])]
     assert names == ["ew", "floor", "uw", "upgrad@param", "upgrad@repr", "mgda-ub@repr", "repmtl"]
     full = repmtl_contenders(["upgrad", "pcgrad", "gradvac", "uw"], ["parameters"], full_jacobian=True)
-    assert [c.name for c in full if c.family == "fullJ"] == ["upgrad@param:fullJ", "pcgrad@param:fullJ"]
+    assert [c.name for c in full if c.family == "fullJ"] == [
+        "upgrad@param:fullJ", "pcgrad@param:fullJ", "gradvac@param:fullJ"
+    ]
 
 
 def test_full_jacobian_contender_steps_like_the_factored_one():

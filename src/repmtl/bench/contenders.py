@@ -7,7 +7,8 @@ all on the same :class:`~repmtl.bench.workloads.Problem` (shared model and batch
 * ``repmtl``: the Rep-MTL preset (EW + TSR + CSA on log losses);
 * ``floor``: the forward and ``T`` task backwards through head and encoder, accumulated into
   ``.grad`` — what an exact parameter-level method does when it forms every row of ``J``;
-* ``<method>@param:fullJ`` (``--full-jacobian``): a Gramian method with ``factor_linear=False``,
+* ``<method>@param:fullJ`` (``--full-jacobian``): a Gramian method (or a segment-Gramian
+  aggregator: GradVac, MetaBalance) with ``factor_linear=False``,
   the path that forms every row of ``J`` even for linear layers (``repmtl.linear_gram``).
 """
 
@@ -115,7 +116,8 @@ def repmtl_contenders(methods: Sequence[str], levels: Sequence[str], *, full_jac
             out.append(ours(name, "parameters"))
             continue
         out += [ours(name, level) for level in levels if level in cls.levels]
-        if full_jacobian and cls.consumes == "gramian" and "parameters" in levels and "parameters" in cls.levels:
+        gramians_only = cls.consumes == "gramian" or issubclass(cls, M.SegmentGramianAggregator)
+        if full_jacobian and gramians_only and "parameters" in levels and "parameters" in cls.levels:
             out.append(ours(name, "parameters", factor_linear=False))
     out.append(ours("ew", "representation", preset=True))
     return out

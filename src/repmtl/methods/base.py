@@ -7,6 +7,9 @@ A method derives from the base class that names what it consumes, and writes one
   ``K = J Jᵀ`` of the task gradients; the shared update is ``Jᵀα``.
 * :class:`Aggregator`: ``aggregate(jacobian, context) -> d``, a combined direction from the
   ``T×n`` task Jacobian (``context``: losses, parameter segments, the representation).
+* :class:`SegmentGramianAggregator`: an aggregator whose direction in every parameter tensor
+  (segment) ``s`` is ``Σ_t α_{s,t} J_s[t]`` with ``α`` from the segments' Gramians alone; it
+  writes ``segment_weights(gramians, context) -> α`` (``S×T``) and ``aggregate`` follows.
 
 Weights are a tensor (the heads get the same ``α_t ∇L_t``) or a :class:`TaskWeights` saying
 what the heads get where that differs. An aggregator's heads get their plain task gradients.
@@ -29,6 +32,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from repmtl import grads as G
 from repmtl.hparams import validated_init
 from repmtl.methods.state import MethodState
 
@@ -245,6 +249,33 @@ class Aggregator(Method):
     def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
         """The combined update direction (``n`` entries)."""
         raise NotImplementedError(f"method {self.name!r} does not define aggregate()")
+
+
+def segment_sizes(context: JacobianContext, columns: int) -> list[int]:
+    """The column counts of the parameter tensors behind ``J`` (one segment without them)."""
+    sizes = [columns] if context.segments is None else [int(s) for s in context.segments]
+    if sum(sizes) != columns:
+        raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {columns} columns")
+    return sizes
+
+
+class SegmentGramianAggregator(Aggregator):
+    """An aggregator whose direction in every segment ``s`` of the columns (a parameter tensor at
+    parameter level, the whole saliency at representation level) is ``Σ_t α_{s,t} J_s[t]``, with
+    ``α`` (``S×T``) a function of the segments' Gramians ``K_s = J_s J_sᵀ`` and the losses only
+    (GradVac, MetaBalance). Such a method writes :meth:`segment_weights`; :meth:`aggregate`
+    follows, and at parameter level :func:`repmtl.backward` can pass it Gramians formed without
+    ``J`` (``docs/formulas.md#methods-linear-layer-gramian``) and apply ``α`` itself."""
+
+    def segment_weights(self, gramians: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        """``α`` (``S×T``) from the segments' Gramians (``S×T×T``, in ``context.segments`` order)."""
+        raise NotImplementedError(f"method {self.name!r} does not define segment_weights()")
+
+    def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        blocks = jacobian.split(segment_sizes(context, jacobian.shape[1]), dim=1)  # views of J
+        weights = self.segment_weights(torch.stack([G.gramian(b) for b in blocks]), context)
+        weights = weights.to(jacobian.dtype)
+        return torch.cat([w @ block for w, block in zip(weights, blocks, strict=True)])
 
 
 def default_level(cls: type[Method]) -> Level | None:

@@ -46,16 +46,15 @@ from typing import Literal
 import numpy as np
 import torch
 
-from repmtl import grads as G
 from repmtl.hparams import Probability
 from repmtl.methods import _host as H
-from repmtl.methods.base import Aggregator, JacobianContext, register
+from repmtl.methods.base import JacobianContext, SegmentGramianAggregator, register
 
 Granularity = Literal["tensor", "model"]
 
 
 @register
-class GradVac(Aggregator):
+class GradVac(SegmentGramianAggregator):
     name = "gradvac"
     family = "gradient manipulation"
     description = "Gradient vaccine: raise pairwise gradient cosines to an EMA goal, per parameter tensor"
@@ -75,21 +74,20 @@ class GradVac(Aggregator):
     def setup(self, num_tasks: int) -> None:
         self.state.goal = None  # (T, T, G) similarity goals; G (the number of groups) is known at the first step
 
-    def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
-        segments = context.segments
-        sizes = [jacobian.shape[1]] if segments is None or self.granularity == "model" else [int(s) for s in segments]
-        if sum(sizes) != jacobian.shape[1]:
-            raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {jacobian.shape[1]} columns")
-        groups = len(sizes)
-        shape = jacobian.new_empty(self.num_tasks, self.num_tasks, groups, dtype=torch.float64)
-        goal = self.state.zeros_like("goal", shape, "GradVac (goals per pair of tasks and parameter groups)").to(jacobian.device)
-        blocks = jacobian.split(sizes, dim=1)
-        gram = torch.stack([G.gramian(b) for b in blocks]).to(torch.float64)  # G × T × T
+    def segment_weights(self, gramians: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        """Each segment's weights ``Σ_i C[:, i, k]`` (``g_i^PC = Σ_k C_ik g_k``), one group per
+        segment (``"tensor"``) or one for all (``"model"``: the segments' Gramians summed)."""
+        gram = gramians.sum(dim=0, keepdim=True) if self.granularity == "model" else gramians  # G × T × T
+        gram = gram.to(torch.float64)
+        goal = self.state.zeros_like(
+            "goal", gram.new_empty(self.num_tasks, self.num_tasks, gram.shape[0]),
+            "GradVac (goals per pair of tasks and parameter groups)",
+        ).to(gram.device)
         orders = [[j for j in torch.randperm(self.num_tasks).tolist() if j != i] for i in range(self.num_tasks)]
         coefficients, self.state.goal, corrections = vaccine_coefficients(gram, goal, orders, self.beta, self.ema)
-        alpha = coefficients.sum(1).to(jacobian.dtype)  # G × T: weight of each task gradient in each group
         self.info = {"corrections": corrections}
-        return torch.cat([a @ block for a, block in zip(alpha, blocks, strict=True)])
+        alpha = coefficients.sum(1)  # G × T: weight of each task gradient in each group
+        return alpha.expand(gramians.shape[0], -1) if self.granularity == "model" else alpha
 
 
 def vaccine_coefficients(

@@ -28,13 +28,13 @@ from typing import Literal
 import torch
 
 from repmtl.hparams import Decay, NonNegativeInt, Probability
-from repmtl.methods.base import Aggregator, JacobianContext, register
+from repmtl.methods.base import JacobianContext, SegmentGramianAggregator, register
 
 Strategy = Literal["both", "reduce", "enlarge"]
 
 
 @register
-class MetaBalance(Aggregator):
+class MetaBalance(SegmentGramianAggregator):
     name = "metabalance"
     family = "gradient manipulation"
     description = "Scale auxiliary-task gradients towards the target task's moving-average norm, per parameter tensor"
@@ -65,17 +65,13 @@ class MetaBalance(Aggregator):
             self.target_index = int(self.target)
         self.state.norm_average = None  # (T, G) moving averages of per-group gradient norms; G from the first step
 
-    def aggregate(self, jacobian: torch.Tensor, context: JacobianContext) -> torch.Tensor:
-        segments = context.segments
-        sizes = [jacobian.shape[1]] if segments is None else [int(s) for s in segments]
-        if sum(sizes) != jacobian.shape[1]:
-            raise ValueError(f"segments sum to {sum(sizes)}, the Jacobian has {jacobian.shape[1]} columns")
-        blocks = jacobian.split(sizes, dim=1)  # views: no T×d temporary is formed below
-        norms = torch.stack([torch.linalg.vector_norm(block, dim=1) for block in blocks], dim=1)  # T × G
+    def segment_weights(self, gramians: torch.Tensor, context: JacobianContext) -> torch.Tensor:
+        """The factors of :meth:`scales` per segment (``S×T``), from the segments' gradient norms
+        ``‖g_t‖ = √K_tt``."""
+        norms = torch.diagonal(gramians, dim1=1, dim2=2).clamp_min(0.0).sqrt().T  # T × G
         average = self.state.zeros_like("norm_average", norms, self.name).to(norms)
         self.state.norm_average = self.beta * average + (1.0 - self.beta) * norms
-        scale = self.scales(self.state.norm_average).to(jacobian.dtype)
-        return torch.cat([scale[:, g] @ block for g, block in enumerate(blocks)])
+        return self.scales(self.state.norm_average).T
 
     def scales(self, averages: torch.Tensor) -> torch.Tensor:
         """``T×G`` factors ``r m_target/m_i + 1 − r`` (1 for the target, for unadapted and for

@@ -7,8 +7,9 @@
    ``S_t = ∂L_t/∂Z`` when a regularizer or the representation level needs them, and the task
    Jacobian over the shared parameters (all of them, or the last shared layer) for a Gramian
    weighting or an aggregator.
-3. **The method** (:func:`run_method`): weights from the losses or the Gramian, or a direction
-   from the Jacobian.
+3. **The method** (:func:`run_method`): weights from the losses or the Gramian, a direction
+   from the Jacobian, or (a segment-Gramian aggregator on a factored Jacobian) weights per
+   shared parameter from their Gramians.
 4. **The update** (:func:`apply_update`): heads get their task gradients times the heads'
    weights; the shared parameters get the method's update, from the Jacobian in hand (``Jᵀα`` or
    the direction) at parameter level, or through one encoder backward from ``Z`` otherwise;
@@ -35,6 +36,7 @@ from repmtl.methods.base import (
     LossTransform,
     LossWeighting,
     Method,
+    SegmentGramianAggregator,
     TaskWeights,
 )
 from repmtl.regularizers.base import Penalty, Regularizer
@@ -87,11 +89,13 @@ class TaskGradients:
 
 @dataclass
 class Result:
-    """Phase 3: the method's weights, or its direction."""
+    """Phase 3: the method's weights, its direction, or its weights per parameter."""
 
     weights: TaskWeights | None = None
     direction: torch.Tensor | None = None
     gramian: torch.Tensor | None = None
+    #: a segment-Gramian aggregator's ``α`` per shared parameter (``P×T``), on a factored Jacobian
+    segment_weights: torch.Tensor | None = None
 
 
 def backward(
@@ -231,10 +235,12 @@ def _heads_from_saliency_passes(step: Step) -> list[list[torch.Tensor]] | None:
 def _jacobian(
     step: Step, params: list[torch.Tensor], heads: list[list[torch.Tensor]] | None, keep_graph: bool
 ) -> G.TaskJacobian | LG.FactoredJacobian:
-    """The parameter- or last-layer Jacobian, with its linear layers factored where a Gramian weighting
-    needs only ``K`` and ``Jᵀα`` (not under ``torch.distributed``: the ranks average ``J`` itself)."""
+    """The parameter- or last-layer Jacobian, with its linear layers factored where the method
+    needs only Gramians and ``Jᵀα`` (a Gramian weighting, or a segment-Gramian aggregator); not
+    under ``torch.distributed``, where the ranks average ``J`` itself."""
     terms = step.terms.terms
-    if step.factor_linear and isinstance(step.method, GramianWeighting) and step.reduce is None:
+    gramians_only = isinstance(step.method, GramianWeighting | SegmentGramianAggregator)
+    if step.factor_linear and gramians_only and step.reduce is None:
         factored = LG.factored_jacobian(terms, params, vectorize=step.vectorize, task_inputs=heads, keep_graph=keep_graph)
         if factored is not None:
             return factored
@@ -263,6 +269,13 @@ def run_method(step: Step, grads: TaskGradients) -> Result:
     method, losses, reduce = step.method, step.terms.for_method, step.reduce
     if reduce is not None and isinstance(grads.jacobian, G.TaskJacobian):
         grads.jacobian = reduce.jacobian(grads.jacobian)  # the global batch's J, on every rank
+    if isinstance(method, SegmentGramianAggregator) and isinstance(grads.jacobian, LG.FactoredJacobian):
+        context = JacobianContext(losses=losses, level=step.level, segments=grads.segments)
+        weights = method.segment_weights(grads.jacobian.parameter_gramians(), context)
+        expected = (len(grads.jacobian.params), len(step.terms.terms))
+        if tuple(weights.shape) != expected:
+            raise RuntimeError(f"method {method.name!r} returned segment weights of shape {tuple(weights.shape)}, expected {expected}")
+        return Result(segment_weights=weights)
     if isinstance(method, Aggregator):
         jac = grads.jacobian.matrix() if isinstance(grads.jacobian, G.TaskJacobian) else grads.jacobian
         z = step.given.reps[0].detach() if step.at_representation else None
@@ -311,7 +324,8 @@ def apply_update(step: Step, grads: TaskGradients, result: Result) -> tuple[torc
     penalties = grads.penalties
     exact = all(p.flow == "exact" for p in penalties) and not step.measure_penalties
 
-    if grads.in_hand is None and grads.heads is None and result.direction is None and result.weights.heads is None and exact:
+    weights_everywhere = result.weights is not None and result.weights.heads is None
+    if grads.in_hand is None and grads.heads is None and weights_everywhere and exact:
         # The objective's own gradient is the method's update everywhere: one plain backward.
         penalty_part = _weighted_sum(penalties)
         (head_part if penalty_part is None else head_part + penalty_part).backward()
@@ -342,6 +356,8 @@ def apply_update(step: Step, grads: TaskGradients, result: Result) -> tuple[torc
     method_at_z = None
     if grads.in_hand is None:
         method_at_z = _update_at_representation(step, grads, result)
+    elif result.segment_weights is not None:
+        grads.jacobian.accumulate(result.segment_weights)  # Σ_t α_{p,t} ∂L_t/∂θ_p
     elif result.direction is None:
         grads.jacobian.accumulate(result.weights.shared.detach())  # Jᵀα
     else:

@@ -129,7 +129,8 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
             f"checkpoint {path} holds objects other than tensors and plain values, or is not a "
             f"checkpoint; refusing to load it ({first[:160]}); {advice}"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    # a malformed pickle stream fails inside the weights-only unpickler as any of these
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({first[:160]}); {advice}") from exc
     if not isinstance(state, dict):
