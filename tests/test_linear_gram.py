@@ -290,3 +290,42 @@ def test_segment_gramian_aggregators_use_the_identity(monkeypatch):
     method = repmtl.methods.create("metabalance", tasks=["a", "b"])
     repmtl.backward(losses, representation=out.representation, method=method, level="parameters")
     assert calls == [1]
+
+
+@pytest.mark.parametrize("name", ["metabalance", "gradvac"])
+@pytest.mark.parametrize("factor_linear", [True, False])
+def test_a_zero_element_shared_parameter_is_a_zero_gramian(name, factor_linear):
+    """A shared parameter with no entries has ``K_p = 0`` (regression: the empty Gramian raised)."""
+
+    class WithEmpty(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(16, 6)
+            self.empty = nn.Parameter(torch.zeros(0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x) + self.empty.sum()
+
+    torch.manual_seed(0)
+    model = repmtl.MultiTaskModel(WithEmpty(), {t: nn.Linear(6, 1) for t in ("a", "b")})
+    out = model(torch.randn(2, 16))
+    losses = {t: (out.predictions[t] - i).pow(2).mean() for i, t in enumerate(("a", "b"))}
+    method = repmtl.methods.create(name, tasks=["a", "b"])
+    repmtl.backward(losses, representation=out.representation, method=method, level="parameters",
+                    factor_linear=factor_linear)
+    assert model.encoder.empty.grad.shape == (0,) and torch.isfinite(model.encoder.linear.weight.grad).all()
+    assert torch.equal(G.gramian(torch.zeros(3, 0)), torch.zeros(3, 3))
+
+
+def test_metabalance_keeps_float32_state_for_a_bfloat16_model_on_either_path():
+    def state(factor_linear: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = repmtl.MultiTaskModel(encoder(), {t: nn.Linear(6, 1) for t in ("a", "b")}).to(torch.bfloat16)
+        out = model(torch.randn(2, 16, dtype=torch.bfloat16))
+        losses = {t: out.predictions[t].float().pow(2).mean() for t in ("a", "b")}
+        method = repmtl.methods.create("metabalance", tasks=["a", "b"])
+        repmtl.backward(losses, representation=out.representation, method=method, level="parameters",
+                        factor_linear=factor_linear)
+        return method.state.norm_average
+
+    assert state(True).dtype == state(False).dtype == torch.float32

@@ -269,3 +269,21 @@ def test_bad_hyper_parameters():
         tsr_loss(torch.zeros(3, 4))
     with pytest.raises(KeyError, match="available: .*repmtl"):
         repmtl.regularizers.create("rep")
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 6), (2, 3, 4, 2, 3)])
+def test_csa_backward_outside_autocast_and_under_torch_func(shape):
+    """CSA's one-product Gram backward: a forward under autocast with the backward outside it,
+    and ``torch.func.grad`` / ``vmap``, work as with plain autograd (regression: the custom
+    Function raised for both)."""
+    torch.manual_seed(0)
+    saliency = torch.randn(*shape, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = csa_loss(saliency)
+    value.float().backward()
+    assert saliency.grad is not None and saliency.grad.dtype == torch.float32 and torch.isfinite(saliency.grad).all()
+    grad = torch.func.grad(csa_loss)(saliency.detach())
+    reference = torch.autograd.grad(csa_loss(saliency), saliency)[0]
+    torch.testing.assert_close(grad, reference)
+    batched = torch.func.vmap(csa_loss)(torch.stack([saliency.detach(), 2 * saliency.detach()]))
+    torch.testing.assert_close(batched[0], csa_loss(saliency.detach()))

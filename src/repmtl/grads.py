@@ -444,6 +444,8 @@ def gramian(*blocks: torch.Tensor) -> torch.Tensor:
     if not blocks:
         raise ValueError("gramian needs at least one (T, d) block")
     chunks = [b[:, start:start + GRAMIAN_CHUNK] for b in blocks for start in range(0, b.shape[1], GRAMIAN_CHUNK)]
+    if not chunks:  # no columns at all (a parameter with zero elements): K = 0
+        return blocks[0].new_zeros(blocks[0].shape[0], blocks[0].shape[0])
     gram = chunks[0] @ chunks[0].T
     for chunk in chunks[1:]:
         gram = gram + chunk @ chunk.T if gram.requires_grad or chunk.requires_grad else gram.addmm_(chunk, chunk.T)

@@ -90,6 +90,34 @@ def test_damaged_checkpoint_gets_one_clear_line(tmp_path, damage):
     assert ("empty" if damage == "empty" else "corrupt") in lines[0] or "refusing" in lines[0]
 
 
+def _flipped(data: bytes, byte: int, bit: int) -> bytes:
+    damaged = bytearray(data)
+    damaged[byte] ^= 1 << bit
+    return bytes(damaged)
+
+
+def test_any_damage_torch_load_trips_on_is_a_checkpoint_error(tmp_path):
+    """Damaged bytes fail inside torch.load as struct.error, TypeError, AttributeError,
+    AssertionError, ... (regression: those escaped as tracebacks and skipped the fall-back to
+    the previous checkpoint); each is the one clear CheckpointError."""
+    torch.manual_seed(0)
+    good, legacy = tmp_path / "good.pt", tmp_path / "legacy.pt"
+    torch.save({"model": {"w": torch.randn(4, 3), "b": torch.zeros(3)}, "step": 7}, good)
+    torch.save({"w": torch.randn(4, 3)}, legacy, _use_new_zipfile_serialization=False)
+    data = good.read_bytes()
+    cases = {
+        **{f"random-2-{seed}": random.Random(seed).randbytes(2) for seed in (10, 19, 22)},
+        "random-8-120": random.Random(120).randbytes(8),
+        **{f"flip-{byte}-{bit}": _flipped(data, byte, bit) for byte, bit in ((125, 0), (174, 0), (193, 0), (302, 3))},
+        "legacy-truncated": legacy.read_bytes()[:100],
+    }
+    for name, raw in cases.items():
+        path = tmp_path / f"{name}.pt"
+        path.write_bytes(raw)
+        with pytest.raises(ckpt.CheckpointError, match="corrupt|refusing|does not hold"):
+            ckpt.load(path)
+
+
 def test_checkpoints_hold_only_plain_values(tmp_path):
     run = _finished_run(tmp_path, method="nashmtl")
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # raises on any other object

@@ -68,7 +68,8 @@ class MetaBalance(SegmentGramianAggregator):
     def segment_weights(self, gramians: torch.Tensor, context: JacobianContext) -> torch.Tensor:
         """The factors of :meth:`scales` per segment (``S×T``), from the segments' gradient norms
         ``‖g_t‖ = √K_tt``."""
-        norms = torch.diagonal(gramians, dim1=1, dim2=2).clamp_min(0.0).sqrt().T  # T × G
+        dtype = torch.promote_types(gramians.dtype, torch.float32)  # the state's dtype on every path
+        norms = torch.diagonal(gramians.to(dtype), dim1=1, dim2=2).clamp_min(0.0).sqrt().T  # T × G
         average = self.state.zeros_like("norm_average", norms, self.name).to(norms)
         self.state.norm_average = self.beta * average + (1.0 - self.beta) * norms
         return self.scales(self.state.norm_average).T

@@ -77,17 +77,24 @@ def tsr_loss(saliency: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 class _SymmetricGram(torch.autograd.Function):
     """``P Pᵀ`` whose backward is one product, ``(G + Gᵀ) P``, where autograd's ``P @ P.T``
-    takes two (one per operand). Its backward is made of differentiable operations."""
+    takes two (one per operand). Its backward is made of differentiable operations (double
+    backward works), it runs under ``torch.func`` transforms, and a gradient of another dtype
+    (a forward under autocast, the backward outside it) is cast to the rows'."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, rows: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(rows)
+    def forward(rows: torch.Tensor) -> torch.Tensor:
         return rows @ rows.T
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (rows,) = ctx.saved_tensors
-        return (grad + grad.T) @ rows
+        return (grad + grad.T).to(rows.dtype) @ rows
 
 
 def _affinity_norms(s: torch.Tensor) -> torch.Tensor:

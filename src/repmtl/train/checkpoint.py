@@ -16,7 +16,6 @@ import pickle
 import random
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +128,10 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
             f"checkpoint {path} holds objects other than tensors and plain values, or is not a "
             f"checkpoint; refusing to load it ({first[:160]}); {advice}"
         ) from exc
-    # a malformed pickle stream fails inside the weights-only unpickler as any of these
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
+    # Damaged bytes fail inside torch.load's zip, storage and weights-only unpickling code as
+    # almost any exception type (struct.error, IndexError, KeyError, TypeError, AssertionError,
+    # ...): all of them mean the file is not a loadable checkpoint.
+    except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({first[:160]}); {advice}") from exc
     if not isinstance(state, dict):
