@@ -50,6 +50,7 @@ __all__ = [
     "saliency_and_task_grads",
     "task_jacobian",
     "unflatten_like",
+    "widest_dtype",
 ]
 
 
@@ -219,10 +220,11 @@ def accumulate_direction(direction: torch.Tensor, params: Sequence[torch.Tensor]
             param.grad.add_(chunk.to(param.dtype))
 
 
-def _jacobian_dtype(params: Sequence[torch.Tensor]) -> torch.dtype:
-    dtype = params[0].dtype
-    for p in params[1:]:
-        dtype = torch.promote_types(dtype, p.dtype)
+def widest_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
+    """The dtype all of ``tensors`` promote to (``J``'s for mixed-dtype parameters)."""
+    dtype = tensors[0].dtype
+    for tensor in tensors[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
     return dtype
 
 
@@ -282,7 +284,7 @@ def _measured_jacobian(
     (process CPU time on the CPU, synchronised wall time on accelerators), and keeps the faster."""
     device = params[0].device if params else terms[0].device
     shapes = tuple(tuple(p.shape) for p in params)
-    key = (str(device), str(_jacobian_dtype(params)) if params else "", shapes, len(terms), len(edges))
+    key = (str(device), str(widest_dtype(params)) if params else "", shapes, len(terms), len(edges))
     if key in _MEASURED:
         return _jacobian(terms, params, create_graph, _MEASURED[key], extra, keep_graph, edges)
     clock = time.process_time if device.type == "cpu" else time.perf_counter
@@ -325,7 +327,7 @@ def _jacobian(
     sizes = [p.numel() for p in params]
     # Uninitialised: every entry is written below (a zeroed buffer would cost one more pass over J).
     flat = (params[0] if params else terms[0]).new_empty(
-        num_tasks, sum(sizes), dtype=_jacobian_dtype(params) if params else terms[0].dtype
+        num_tasks, sum(sizes), dtype=widest_dtype(params) if params else terms[0].dtype
     )
     blocks = [chunk.view(num_tasks, *p.shape) for chunk, p in zip(flat.split(sizes, dim=1), params, strict=True)]
     task_grads, at_edges = [], []

@@ -203,7 +203,7 @@ class FactoredJacobian:
         shares = [g for f, d in zip(self.factors, self.outputs, strict=True) for g in f.gramians(d)]
         if self.rest.params:
             shares.append(self.rest.gramian())
-        dtype = _widest(shares)
+        dtype = G.widest_dtype(shares)
         gram = shares[0].to(dtype)
         for share in shares[1:]:
             gram = gram + share.to(dtype)
@@ -214,7 +214,7 @@ class FactoredJacobian:
         factor_parts = [f.gramians(d) for f, d in zip(self.factors, self.outputs, strict=True)]
         rest_parts = [G.gramian(b.reshape(self.num_tasks, -1)) for b in self.rest.blocks]
         parts = self._by_param(factor_parts, rest_parts)
-        return torch.stack([p.to(_widest(parts)) for p in parts])
+        return torch.stack([p.to(G.widest_dtype(parts)) for p in parts])
 
     def _by_param(self, factor_parts: list[list[torch.Tensor]], rest_parts: list[torch.Tensor]) -> list[torch.Tensor]:
         found = {id(p): part for f, parts in zip(self.factors, factor_parts, strict=True)
@@ -252,14 +252,6 @@ class FactoredJacobian:
         factor_parts = [f.rows_of_jacobian(d) for f, d in zip(self.factors, self.outputs, strict=True)]
         rest_parts = [b.reshape(self.num_tasks, -1) for b in self.rest.blocks]
         return torch.cat(self._by_param(factor_parts, rest_parts), dim=1)
-
-
-def _widest(tensors: Sequence[torch.Tensor]) -> torch.dtype:
-    """The dtype all of ``tensors`` promote to (a float32 factor share next to bfloat16 blocks)."""
-    dtype = tensors[0].dtype
-    for tensor in tensors[1:]:
-        dtype = torch.promote_types(dtype, tensor.dtype)
-    return dtype
 
 
 def factored_jacobian(
