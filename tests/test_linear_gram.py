@@ -157,14 +157,17 @@ def test_every_gramian_method_steps_the_same_with_and_without_the_identity(name,
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_backward_uses_the_identity_by_default(monkeypatch, setup):
+@pytest.mark.parametrize(("name", "used"), [("upgrad", "gramian"), ("metabalance", "parameter_gramians")])
+def test_backward_uses_the_identity_by_default(monkeypatch, name, used):
+    """Gramian weightings and segment-Gramian aggregators take the factored Jacobian unasked."""
     calls = []
-    original = LG.FactoredJacobian.gramian
-    monkeypatch.setattr(LG.FactoredJacobian, "gramian", lambda self: calls.append(1) or original(self))
+    original = getattr(LG.FactoredJacobian, used)
+    monkeypatch.setattr(LG.FactoredJacobian, used, lambda self: calls.append(1) or original(self))
     model = repmtl.MultiTaskModel(encoder(), {t: nn.Linear(6, 1) for t in ("a", "b")})
     out = model(torch.randn(2, 16))
     losses = {t: out.predictions[t].pow(2).mean() for t in ("a", "b")}
-    repmtl.backward(losses, representation=out.representation, method="upgrad", level="parameters")
+    method = repmtl.methods.create(name, tasks=["a", "b"])
+    repmtl.backward(losses, representation=out.representation, method=method, level="parameters")
     assert calls == [1]
 
 
@@ -278,18 +281,6 @@ def test_segment_gramian_aggregators_step_the_same_with_and_without_the_identity
     for with_identity, without in zip(run(True), run(False), strict=True):
         for got, want in zip(with_identity, without, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
-
-
-def test_segment_gramian_aggregators_use_the_identity(monkeypatch):
-    calls = []
-    original = LG.FactoredJacobian.parameter_gramians
-    monkeypatch.setattr(LG.FactoredJacobian, "parameter_gramians", lambda self: calls.append(1) or original(self))
-    model = repmtl.MultiTaskModel(encoder(), {t: nn.Linear(6, 1) for t in ("a", "b")})
-    out = model(torch.randn(2, 16))
-    losses = {t: out.predictions[t].pow(2).mean() for t in ("a", "b")}
-    method = repmtl.methods.create("metabalance", tasks=["a", "b"])
-    repmtl.backward(losses, representation=out.representation, method=method, level="parameters")
-    assert calls == [1]
 
 
 @pytest.mark.parametrize("name", ["metabalance", "gradvac"])

@@ -35,6 +35,7 @@ __all__ = [
     "TaskJacobian",
     "accumulate_direction",
     "accumulate_grads",
+    "check_weights",
     "clear_measured_vectorize",
     "disjoint_heads",
     "flatten_grads",
@@ -182,19 +183,33 @@ class TaskJacobian:
             return gramian(self.flat)
         return gramian(*(b.reshape(self.num_tasks, -1) for b in self.blocks))
 
+    def parameter_gramians(self) -> torch.Tensor:
+        """``K_i = B_i B_iᵀ`` for every parameter block (``P × T × T``, :attr:`params` order)."""
+        return torch.stack([gramian(b.reshape(self.num_tasks, -1)) for b in self.blocks])
+
     def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
-        """``Jᵀα`` split per parameter: ``Σ_t α_t ∂L_t/∂θ_i`` shaped like each ``θ_i``."""
-        if weights.shape != (self.num_tasks,):
-            raise ValueError(f"expected {self.num_tasks} weights, got shape {tuple(weights.shape)}")
-        weights = weights.to(self.blocks[0].dtype)
-        if self.flat is not None:
-            return unflatten_like(weights @ self.flat, self.params)
-        return [torch.tensordot(weights, block, dims=1) for block in self.blocks]
+        """``Jᵀα`` split per parameter: ``Σ_t α_t ∂L_t/∂θ_i`` shaped like each ``θ_i``; with
+        ``weights`` of shape ``P × T``, one ``α`` per parameter (``Σ_t α_{i,t} ∂L_t/∂θ_i``)."""
+        weights = check_weights(weights, len(self.params), self.num_tasks)
+        if weights.ndim == 1 and self.flat is not None:
+            return unflatten_like(weights.to(self.flat.dtype) @ self.flat, self.params)
+        rows = weights.expand(len(self.params), -1) if weights.ndim == 1 else weights
+        return [torch.tensordot(row.to(block.dtype), block, dims=1) for row, block in zip(rows, self.blocks, strict=True)]
 
     def accumulate(self, weights: torch.Tensor) -> None:
-        """Add ``Jᵀα`` to the parameters' ``.grad``: the update of ``Σ_t α_t L_t`` on the
+        """Add :meth:`combine` to the parameters' ``.grad``: the update of ``Σ_t α_t L_t`` on the
         shared parameters, without the further encoder backward that would recompute it."""
         accumulate_grads(self.params, self.combine(weights.detach()))
+
+
+def check_weights(weights: torch.Tensor, num_params: int, num_tasks: int) -> torch.Tensor:
+    """``weights`` as a combination of a Jacobian's rows accepts: ``T``, or ``P × T``."""
+    if tuple(weights.shape) not in ((num_tasks,), (num_params, num_tasks)):
+        raise ValueError(
+            f"expected {num_tasks} weights or {num_params} × {num_tasks} (one row per parameter), "
+            f"got shape {tuple(weights.shape)}"
+        )
+    return weights
 
 
 def accumulate_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
@@ -390,11 +405,7 @@ def saliency(
         if use_vmap(vectorize, terms[0]):
             (grad,) = _batched_grad(terms, [representation], create_graph)
             return grad if grad is not None else representation.new_zeros(len(terms), *representation.shape)
-        rows = [
-            torch.autograd.grad(term, representation, retain_graph=True, create_graph=create_graph, allow_unused=True)[0]
-            for term in terms
-        ]
-        return torch.stack([r if r is not None else torch.zeros_like(representation) for r in rows])
+        return _looped_saliency(terms, representation, [[] for _ in terms], create_graph)[0]
     reps = list(representation)
     if len(reps) != len(terms):
         raise ValueError(f"{len(terms)} losses but {len(reps)} representations")
@@ -417,9 +428,19 @@ def saliency_and_task_grads(
     terms = _terms(losses)
     if len(task_inputs) != len(terms):
         raise ValueError(f"{len(terms)} losses but task_inputs for {len(task_inputs)} tasks")
+    return _looped_saliency(terms, representation, task_inputs, create_graph=False)
+
+
+def _looped_saliency(
+    terms: list[torch.Tensor], representation: torch.Tensor, task_inputs: Sequence[Sequence[torch.Tensor]],
+    create_graph: bool,
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor | None, ...]]]:
+    """One backward per task to ``Z`` (and to ``task_inputs[t]``), the graph kept."""
     rows, task_grads = [], []
     for term, inputs in zip(terms, task_inputs, strict=True):
-        found = torch.autograd.grad(term, [representation, *inputs], retain_graph=True, allow_unused=True)
+        found = torch.autograd.grad(
+            term, [representation, *inputs], retain_graph=True, create_graph=create_graph, allow_unused=True
+        )
         rows.append(found[0] if found[0] is not None else torch.zeros_like(representation))
         task_grads.append(found[1:])
     return torch.stack(rows), task_grads

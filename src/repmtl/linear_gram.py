@@ -147,7 +147,7 @@ def _factor(node: Node, incoming: Counter, wanted: dict[int, torch.Tensor], num_
     saved = getattr(node, f"_raw_saved_{name}")
     if saved.unpack_hook is not None:
         return None  # behind saved-tensor hooks (checkpointing, offloading): reading it would re-run or copy
-    fan_out = weight.shape[0] if transposed else weight.shape[1]
+    fan_out = weight.shape[0] if transposed else weight.shape[1]  # LinearFactor.fan_out, before X is read
     rows, fan_in = getattr(node, f"_saved_{name}_sym_sizes")
     if not _worth_it(int(rows), int(fan_in), fan_out, num_tasks):
         return None
@@ -179,9 +179,10 @@ def linear_factors(terms: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
 class FactoredJacobian:
     """The parameter-level task Jacobian with its linear layers held as ``(X, D_t)`` factors and
     the other parameters as a :class:`repmtl.grads.TaskJacobian`. It offers what Gramian
-    weightings and segment-Gramian aggregators use: :meth:`gramian` (or one per parameter,
-    :meth:`parameter_gramians`), :meth:`accumulate` (``Jᵀα``, or one ``α`` per parameter), the
-    heads' ``task_grads``, and :meth:`matrix` (``J`` itself, formed on request)."""
+    weightings and segment-Gramian aggregators use, with the same interface as the
+    ``TaskJacobian``: :meth:`gramian` (or one per parameter, :meth:`parameter_gramians`),
+    :meth:`accumulate` (``Jᵀα``, or one ``α`` per parameter), the heads' ``task_grads``, and
+    :meth:`matrix` (``J`` itself, formed on request)."""
 
     def __init__(self, factors: Sequence[LinearFactor], outputs: Sequence[torch.Tensor | None],
                  rest: G.TaskJacobian, params: Sequence[torch.Tensor]):
@@ -212,9 +213,10 @@ class FactoredJacobian:
     def parameter_gramians(self) -> torch.Tensor:
         """``K_p = J_p J_pᵀ`` for every parameter (``P × T × T``, :attr:`params` order)."""
         factor_parts = [f.gramians(d) for f, d in zip(self.factors, self.outputs, strict=True)]
-        rest_parts = [G.gramian(b.reshape(self.num_tasks, -1)) for b in self.rest.blocks]
+        rest_parts = list(self.rest.parameter_gramians()) if self.rest.params else []
         parts = self._by_param(factor_parts, rest_parts)
-        return torch.stack([p.to(G.widest_dtype(parts)) for p in parts])
+        dtype = G.widest_dtype(parts)
+        return torch.stack([p.to(dtype) for p in parts])
 
     def _by_param(self, factor_parts: list[list[torch.Tensor]], rest_parts: list[torch.Tensor]) -> list[torch.Tensor]:
         found = {id(p): part for f, parts in zip(self.factors, factor_parts, strict=True)
@@ -223,29 +225,24 @@ class FactoredJacobian:
         return [found[id(p)] for p in self.params]
 
     def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
-        """``Jᵀα`` split per parameter, in :attr:`params` order."""
-        if weights.shape != (self.num_tasks,):
-            raise ValueError(f"expected {self.num_tasks} weights, got shape {tuple(weights.shape)}")
-        return self.combine_per_parameter(weights.expand(len(self.params), -1))
-
-    def combine_per_parameter(self, weights: torch.Tensor) -> list[torch.Tensor]:
-        """``Σ_t α_{p,t} ∂L_t/∂θ_p`` for every parameter ``p`` (``weights``: ``P × T``, :attr:`params` order)."""
-        if weights.shape != (len(self.params), self.num_tasks):
-            raise ValueError(f"expected {len(self.params)} × {self.num_tasks} weights, got {tuple(weights.shape)}")
-        row = {id(p): w for p, w in zip(self.params, weights, strict=True)}
+        """``Jᵀα`` split per parameter, in :attr:`params` order; with ``weights`` of shape
+        ``P × T``, one ``α`` per parameter (as :meth:`repmtl.grads.TaskJacobian.combine`)."""
+        weights = G.check_weights(weights, len(self.params), self.num_tasks)
+        row = dict(zip(map(id, self.params), weights.expand(len(self.params), -1), strict=True))
         factor_parts = [
             f.combine(d, [row[id(p)] for p in f.params]) for f, d in zip(self.factors, self.outputs, strict=True)
         ]
-        rest_parts = [
-            torch.tensordot(row[id(p)].to(b.dtype), b, dims=1) for p, b in zip(self.rest.params, self.rest.blocks, strict=True)
-        ]
+        if not self.rest.params:
+            rest_parts = []
+        elif weights.ndim == 1:
+            rest_parts = self.rest.combine(weights)
+        else:
+            rest_parts = self.rest.combine(torch.stack([row[id(p)] for p in self.rest.params]))
         return self._by_param(factor_parts, rest_parts)
 
     def accumulate(self, weights: torch.Tensor) -> None:
-        """Add ``Jᵀα`` to the parameters' ``.grad``; ``weights``: ``T``, or ``P × T`` (one ``α`` per parameter)."""
-        weights = weights.detach()
-        parts = self.combine(weights) if weights.ndim == 1 else self.combine_per_parameter(weights)
-        G.accumulate_grads(self.params, parts)
+        """Add :meth:`combine` to the parameters' ``.grad``."""
+        G.accumulate_grads(self.params, self.combine(weights.detach()))
 
     def matrix(self) -> torch.Tensor:
         """``J`` as one ``(T, d)`` tensor in :attr:`params` order (a fresh copy)."""

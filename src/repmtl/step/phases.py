@@ -8,8 +8,8 @@
    Jacobian over the shared parameters (all of them, or the last shared layer) for a Gramian
    weighting or an aggregator.
 3. **The method** (:func:`run_method`): weights from the losses or the Gramian, a direction
-   from the Jacobian, or (a segment-Gramian aggregator on a factored Jacobian) weights per
-   shared parameter from their Gramians.
+   from the Jacobian, or (a segment-Gramian aggregator at parameter level) weights per shared
+   parameter from their Gramians.
 4. **The update** (:func:`apply_update`): heads get their task gradients times the heads'
    weights; the shared parameters get the method's update, from the Jacobian in hand (``Jᵀα`` or
    the direction) at parameter level, or through one encoder backward from ``Z`` otherwise;
@@ -94,7 +94,7 @@ class Result:
     weights: TaskWeights | None = None
     direction: torch.Tensor | None = None
     gramian: torch.Tensor | None = None
-    #: a segment-Gramian aggregator's ``α`` per shared parameter (``P×T``), on a factored Jacobian
+    #: a segment-Gramian aggregator's ``α`` per shared parameter (``P×T``), at parameter level
     segment_weights: torch.Tensor | None = None
 
 
@@ -142,7 +142,8 @@ def backward(
         reduce: under ``torch.distributed``, a :class:`repmtl.step.reduce.Reducer` for this
             rank's batch: the method sees the global batch's losses and Jacobian (or Gramian);
             call ``reduce.gradients(params)`` afterwards (``docs/distributed.md``).
-        factor_linear: a Gramian weighting at parameter (or last-layer) level takes each linear layer's share
+        factor_linear: a Gramian weighting (or a segment-Gramian aggregator: GradVac,
+            MetaBalance) at parameter (or last-layer) level takes each linear layer's share
             of ``K`` and of ``Jᵀα`` from the layer's input and output gradients, where that costs
             fewer multiply-adds than its ``T`` weight gradients (exact; ``repmtl.linear_gram``).
             ``False``: every shared parameter's rows of ``J`` are formed.
@@ -269,7 +270,9 @@ def run_method(step: Step, grads: TaskGradients) -> Result:
     method, losses, reduce = step.method, step.terms.for_method, step.reduce
     if reduce is not None and isinstance(grads.jacobian, G.TaskJacobian):
         grads.jacobian = reduce.jacobian(grads.jacobian)  # the global batch's J, on every rank
-    if isinstance(method, SegmentGramianAggregator) and isinstance(grads.jacobian, LG.FactoredJacobian):
+    if isinstance(method, SegmentGramianAggregator) and not isinstance(grads.jacobian, torch.Tensor):
+        # parameter level, Jacobian in hand (factored or not): per-parameter Gramians in, one α
+        # per parameter out, applied by the Jacobian itself (at representation level: aggregate)
         context = JacobianContext(losses=losses, level=step.level, segments=grads.segments)
         weights = method.segment_weights(grads.jacobian.parameter_gramians(), context)
         expected = (len(grads.jacobian.params), len(step.terms.terms))
