@@ -3,11 +3,14 @@
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 import repmtl
 from repmtl import grads as G
 from repmtl import linear_gram as LG
-from repmtl.methods.base import GramianWeighting
+from repmtl.cli import app
+from repmtl.methods.base import GramianWeighting, SegmentGramianAggregator
+from tests import _tiny  # noqa: F401  (registers the tiny benchmarks)
 
 
 class Tokens(nn.Module):
@@ -320,3 +323,24 @@ def test_metabalance_keeps_float32_state_for_a_bfloat16_model_on_either_path():
         return method.state.norm_average
 
     assert state(True).dtype == state(False).dtype == torch.float32
+
+
+IDENTITY_METHODS = [
+    name for name, cls in repmtl.methods.available().items()
+    if issubclass(cls, GramianWeighting | SegmentGramianAggregator) and "parameters" in cls.levels
+]
+
+
+@pytest.mark.parametrize("name", IDENTITY_METHODS)
+def test_every_method_that_takes_the_identity_trains_through_the_cli(tmp_path, monkeypatch, name):
+    """The CLI's trainer, with the identity forced on for the tiny benchmark's small layers (its
+    own cost rule keeps them direct): each method trains and its factored Jacobian is used."""
+    monkeypatch.setattr(LG, "_worth_it", lambda *shape: True)
+    used = []
+    original = LG.FactoredJacobian.accumulate
+    monkeypatch.setattr(LG.FactoredJacobian, "accumulate", lambda self, w: used.append(1) or original(self, w))
+    args = ["train", "--benchmark", "tiny", "--method", name, "--level", "parameters", "--out", str(tmp_path),
+            "--epochs", "1", "--max-steps", "2", "--no-progress", "--no-baseline"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(used) == 2
